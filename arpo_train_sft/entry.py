@@ -1,0 +1,20 @@
+"""What torchrun runs on every rank: the plugin's registrations, then LLaMA-Factory's training.
+
+Run as `python -m arpo_train_sft.entry CONFIG.yaml [key=value ...]`; the arguments are read by
+LLaMA-Factory itself, exactly as `llamafactory-cli train` reads them.
+"""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    """Register on this rank, then hand over to LLaMA-Factory."""
+    import arpo_train_sft
+    from llamafactory.train.tuner import run_exp
+
+    arpo_train_sft.register()
+    run_exp()
+
+
+if __name__ == "__main__":
+    main()
