@@ -31,8 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     problems = run_checks(cfg, gpus)
     if problems:
         raise UserError(problems)
-    on_cpu = gpus == 0
-    topo = topology_from_env(os.environ, gpus, on_cpu)
+    topo = topology_from_env(os.environ, gpus)
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         print(f"[arpo-sft] built the tiny demo model in {DEMO_MODEL_DIR}", flush=True)
 
@@ -40,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log_path = cfg.output_dir / "training.log"
     print(f"[arpo-sft] {shlex.join(cmd)}", flush=True)
     print(f"[arpo-sft] log: {log_path}", flush=True)
-    return run_teed(cmd, training_env(os.environ, on_cpu), log_path)
+    return run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0), log_path)
 
 
 def _visible_gpus() -> int:
@@ -74,7 +73,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Check CONFIG in seconds, then launch torchrun on the plugin's entry module. "
         "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT. "
         "Output is also appended to <output_dir>/training.log.",
-        epilog="example:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr5e-6",
+        epilog="example:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")

@@ -35,8 +35,9 @@ class RunConfig:
 
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read `path` and apply `key=value` overrides with OmegaConf, as LLaMA-Factory's `read_args` does."""
-    import yaml
     from omegaconf import OmegaConf
+
+    import yaml
 
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass a YAML from yaml/ (e.g. yaml/demo_cpu.yaml)")

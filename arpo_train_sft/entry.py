@@ -9,8 +9,9 @@ from __future__ import annotations
 
 def main() -> None:
     """Register on this rank, then hand over to LLaMA-Factory."""
-    import arpo_train_sft
     from llamafactory.train.tuner import run_exp
+
+    import arpo_train_sft
 
     arpo_train_sft.register()
     run_exp()

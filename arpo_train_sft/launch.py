@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
 import shlex
 import signal
 import socket
@@ -49,9 +48,9 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     return int(value)
 
 
-def topology_from_env(env: Mapping[str, str], gpus: int, on_cpu: bool) -> Topology:
+def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
     """Read NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT; fill in what is unset."""
-    nproc = _int_env(env, "NPROC_PER_NODE", CPU_RANKS if on_cpu else gpus)
+    nproc = _int_env(env, "NPROC_PER_NODE", gpus or CPU_RANKS)
     nnodes = _int_env(env, "NNODES", 1)
     node_rank = _int_env(env, "NODE_RANK", 0)
     problems = []

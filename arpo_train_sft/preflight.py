@@ -11,6 +11,8 @@ from .config import RunConfig
 from .tiny_model import DEMO_MODEL_DIR
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ARPO_HUB_REPO = "dongguanting/ARPO-SFT-54K"
+ARPO_HUB_FILE = "final_5w4_still.jsonl"
 _HUB_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
 
@@ -57,13 +59,16 @@ def check_dataset(cfg: RunConfig) -> list[str]:
             hint = f"did you mean '{close[0]}'?" if close else f"register it in {info_path}"
             problems.append(f"{cfg.path}: dataset '{name}' is not in {info_path}: {hint}")
         elif not any(key in entry for key in _HUB_SOURCES):
-            data_path = dataset_dir / entry.get("file_name", "")
+            file_name = entry.get("file_name", "")
+            data_path = dataset_dir / file_name
             if not data_path.exists():
-                problems.append(
-                    f"{cfg.path}: dataset '{name}': file {data_path} not found; download it with "
-                    f"`huggingface-cli download dongguanting/ARPO-SFT-54K --repo-type dataset "
-                    f"--local-dir {dataset_dir}` or copy your file there"
+                fix = (
+                    f"download it: `hf download {ARPO_HUB_REPO} {file_name} --repo-type dataset "
+                    f"--local-dir {dataset_dir}`"
+                    if file_name == ARPO_HUB_FILE
+                    else f"put the file there or fix 'file_name' in {info_path}"
                 )
+                problems.append(f"{cfg.path}: dataset '{name}': file {data_path} not found; {fix}")
     return problems
 
 
@@ -86,7 +91,7 @@ def check_model(cfg: RunConfig) -> list[str]:
         return []
     return [
         f"{cfg.path}: model_name_or_path {path} not found; download it "
-        f"(`huggingface-cli download Qwen/Qwen2.5-7B-Instruct --local-dir {path}`) or use a hub id"
+        f"(`hf download Qwen/Qwen2.5-7B-Instruct --local-dir {path}`) or use a hub id"
     ]
 
 

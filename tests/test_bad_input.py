@@ -1,0 +1,118 @@
+"""Bad input to `arpo-sft train` / `sft_train.sh`: one line per problem, exit 2, nothing started."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from arpo_train_sft.cli import main
+from arpo_train_sft.errors import EXIT_USER_ERROR
+
+from .conftest import run_env
+
+
+@pytest.fixture
+def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(checkout)
+    return checkout
+
+
+def train_errors(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+    """Run `arpo-sft train ARGV` in-process; it must refuse, and say why on stderr."""
+    assert main(["train", *argv]) == EXIT_USER_ERROR
+    captured = capsys.readouterr()
+    assert "torch.distributed.run" not in captured.out, "torchrun must not start"
+    lines = captured.err.splitlines()
+    assert lines and all(line.startswith("arpo-sft: error: ") for line in lines)
+    return lines
+
+
+def test_missing_config_file(in_checkout: Path, capsys):
+    (line,) = train_errors(capsys, "yaml/nope.yaml")
+    assert "yaml/nope.yaml: config file not found" in line
+
+
+def test_unknown_key_gets_a_spelling_hint(in_checkout: Path, capsys):
+    (line,) = train_errors(capsys, "yaml/demo_cpu.yaml", "learning_rte=1e-4")
+    assert "unknown key 'learning_rte': did you mean 'learning_rate'?" in line
+
+
+def test_unknown_key_in_yaml_file(in_checkout: Path, capsys):
+    config = in_checkout / "yaml" / "typo.yaml"
+    config.write_text((in_checkout / "yaml" / "demo_cpu.yaml").read_text() + "num_train_epoch: 2\n")
+    (line,) = train_errors(capsys, str(config))
+    assert f"{config}: unknown key 'num_train_epoch': did you mean 'num_train_epochs'?" in line
+
+
+def test_missing_dataset_file_names_the_file_and_the_download(in_checkout: Path, capsys):
+    (line,) = train_errors(capsys, "yaml/demo_cpu.yaml", "dataset=final_5w4_still")
+    assert "dataset 'final_5w4_still': file dataset_info/final_5w4_still.jsonl not found" in line
+    assert "`hf download dongguanting/ARPO-SFT-54K final_5w4_still.jsonl --repo-type dataset" in line
+
+
+def test_unregistered_dataset(in_checkout: Path, capsys):
+    (line,) = train_errors(capsys, "yaml/demo_cpu.yaml", "dataset=arpo_sft_dem")
+    assert (
+        "dataset 'arpo_sft_dem' is not in dataset_info/dataset_info.json: did you mean 'arpo_sft_demo'?"
+        in line
+    )
+
+
+def test_missing_model_path(in_checkout: Path, capsys):
+    (line,) = train_errors(capsys, "yaml/demo_cpu.yaml", "model_name_or_path=./models/Qwen2.5-7B-Instruct")
+    assert "model_name_or_path models/Qwen2.5-7B-Instruct not found" in line
+    assert "`hf download Qwen/Qwen2.5-7B-Instruct --local-dir models/Qwen2.5-7B-Instruct`" in line
+
+
+def test_every_problem_is_reported_at_once(in_checkout: Path, capsys):
+    lines = train_errors(
+        capsys, "yaml/demo_cpu.yaml", "lr=1", "dataset=nope", "deepspeed=examples/deepspeed/nope.json"
+    )
+    assert len(lines) == 3
+    assert "unknown key 'lr'" in lines[0]
+    assert "dataset 'nope'" in lines[1]
+    assert "deepspeed config examples/deepspeed/nope.json not found" in lines[2]
+
+
+def test_override_without_equals(in_checkout: Path, capsys):
+    (line,) = train_errors(capsys, "yaml/demo_cpu.yaml", "max_steps")
+    assert "override 'max_steps': expected key=value" in line
+
+
+def test_yaml_syntax_error_names_the_line(in_checkout: Path, capsys):
+    config = in_checkout / "yaml" / "broken.yaml"
+    config.write_text("stage: sft\nlearning_rate: [1e-5\nbf16: false\n")
+    (line,) = train_errors(capsys, str(config))
+    assert f"{config}:" in line and "not valid YAML" in line
+
+
+def test_gpu_config_on_a_cpu_host_says_it_needs_gpus(in_checkout: Path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU")
+    lines = train_errors(capsys, "yaml/sft_config.yaml")
+    assert any(
+        "needs GPUs (bf16: true, enable_liger_kernel: true, flash_attn: fa2) but no CUDA device is visible"
+        in line
+        for line in lines
+    )
+
+
+def test_sft_train_sh_refuses_without_traceback(checkout: Path):
+    result = subprocess.run(
+        ["bash", str(checkout / "sft_train.sh"), "yaml/missing.yaml"],
+        cwd=checkout,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == EXIT_USER_ERROR
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "arpo-sft: error: yaml/missing.yaml: config file not found; "
+        "pass a YAML from yaml/ (e.g. yaml/demo_cpu.yaml)"
+    ]
