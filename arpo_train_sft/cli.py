@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from importlib import import_module
+
 from .errors import EXIT_USER_ERROR, UserError
+
+# Modules that each add one subcommand: `add_parser(subparsers)` sets `func=run`. They import only the
+# standard library at module level, so building the whole parser (and `--help`) stays instant.
+DATA_COMMANDS: tuple[str, ...] = ()
+TOP_COMMANDS: tuple[str, ...] = ()
 
 EPILOG = """examples:
   arpo-sft train yaml/demo_cpu.yaml                 CPU demo: tiny model, bundled data, 2 ranks
@@ -89,6 +96,13 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="models/arpo-sft-tiny-qwen2", help="output directory")
     demo.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     demo.set_defaults(func=cmd_demo_model)
+
+    data = sub.add_parser("data", help="download, check, prepare and measure ARPO-format data")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    for module in DATA_COMMANDS:
+        import_module(f"{__package__}.{module}").add_parser(data_sub)
+    for module in TOP_COMMANDS:
+        import_module(f"{__package__}.{module}").add_parser(sub)
     return parser
 
 

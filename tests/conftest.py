@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # What a user's checkout needs at run time; the package itself is installed.
 CHECKOUT_PARTS = ("sft_train.sh", "yaml", "dataset_info", "examples")
+DEMO_STEPS = 30
+RUN_NAME = "cpu demo with spaces"
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +41,21 @@ def run_env(**extra: str) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """`bash sft_train.sh yaml/demo_cpu.yaml` in a fresh checkout (no model yet), shortened to DEMO_STEPS."""
+    output_dir = checkout / "checkpoints" / "demo-cpu"
+    result = subprocess.run(
+        [
+            "bash", "sft_train.sh", "yaml/demo_cpu.yaml",
+            f"max_steps={DEMO_STEPS}", "save_steps=15", "logging_steps=1", f"run_name={RUN_NAME}",
+        ],
+        cwd=checkout,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    return result, output_dir

@@ -8,36 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_env
+from .conftest import DEMO_STEPS, RUN_NAME, run_env
 
 pytestmark = pytest.mark.integration
-
-DEMO_STEPS = 30
-RUN_NAME = "cpu demo with spaces"
 
 
 def read_log(output_dir: Path) -> list[dict]:
     """The per-step entries of LLaMA-Factory's trainer_log.jsonl (its closing summary line has no loss)."""
     entries = [json.loads(line) for line in (output_dir / "trainer_log.jsonl").read_text().splitlines()]
     return [entry for entry in entries if "loss" in entry]
-
-
-@pytest.fixture(scope="session")
-def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    """`bash sft_train.sh yaml/demo_cpu.yaml` in a fresh checkout (no model yet), shortened to DEMO_STEPS."""
-    output_dir = checkout / "checkpoints" / "demo-cpu"
-    result = subprocess.run(
-        [
-            "bash", "sft_train.sh", "yaml/demo_cpu.yaml",
-            f"max_steps={DEMO_STEPS}", "save_steps=15", "logging_steps=1", f"run_name={RUN_NAME}",
-        ],
-        cwd=checkout,
-        env=run_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )  # fmt: skip
-    return result, output_dir
 
 
 def test_demo_trains_with_two_ranks_and_zero3(demo_run):
