@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-
 from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import EXIT_USER_ERROR, UserError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 # Modules that each add one subcommand: `add_parser(subparsers)` sets `func=run`. They import only the
 # standard library at module level, so building the whole parser (and `--help`) stays instant.
@@ -40,13 +43,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(problems)
     topo = topology_from_env(os.environ, gpus)
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
-        print(f"[arpo-sft] built the tiny demo model in {DEMO_MODEL_DIR}", flush=True)
+        say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
+    overrides = cfg.overrides + resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
 
-    cmd = torchrun_command(cfg.path, cfg.overrides, topo, sys.executable)
+    cmd = torchrun_command(cfg.path, overrides, topo, sys.executable)
     log_path = cfg.output_dir / "training.log"
-    print(f"[arpo-sft] {shlex.join(cmd)}", flush=True)
-    print(f"[arpo-sft] log: {log_path}", flush=True)
+    say(shlex.join(cmd))
+    say(f"log: {log_path}")
     return run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0), log_path)
+
+
+def say(message: str) -> None:
+    """One launcher line on stdout, before the ranks' own output."""
+    print(f"[arpo-sft] {message}", flush=True)
+
+
+def resume_overrides(cfg: RunConfig, fresh: bool, first_node: bool) -> tuple[str, ...]:
+    """Resume from the newest complete checkpoint; set aside incomplete ones and, with --fresh, the old run."""
+    from .checkpoints import has_previous_run, plan_resume, set_aside
+
+    if fresh:
+        if first_node and has_previous_run(cfg.output_dir):
+            moved = set_aside(cfg.output_dir, "previous")
+            say(f"--fresh: moved the earlier run in {cfg.output_dir} to {moved} (nothing was deleted)")
+        return ()
+    if "resume_from_checkpoint" in cfg.values:
+        return ()
+    if cfg.values.get("overwrite_output_dir"):
+        say("warning: overwrite_output_dir is true, so a relaunch will not resume; set it to false")
+        return ()
+    plan = plan_resume(cfg.output_dir)
+    for path, problems in plan.incomplete:
+        note = f"warning: skipping incomplete checkpoint {path}: {'; '.join(problems)}"
+        if first_node:
+            note += f"; moved it to {set_aside(path, 'incomplete')}"
+        say(note)
+    if plan.resume_from is None:
+        return ()
+    say(f"resuming from {plan.resume_from}")
+    return (f"resume_from_checkpoint={plan.resume_from}",)
 
 
 def _visible_gpus() -> int:
@@ -79,12 +114,18 @@ def make_parser() -> argparse.ArgumentParser:
         help="check a config, then train with torchrun + DeepSpeed on every local GPU (or 2 CPU ranks)",
         description="Check CONFIG in seconds, then launch torchrun on the plugin's entry module. "
         "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT. "
-        "Output is also appended to <output_dir>/training.log.",
+        "Output is also appended to <output_dir>/training.log. A relaunch resumes from the newest complete "
+        "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped.",
         epilog="example:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="override a YAML key")
+    train.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from step 0: move an earlier run in output_dir aside (never deleted) instead of resuming",
+    )
     train.set_defaults(func=cmd_train)
 
     demo = sub.add_parser(

@@ -1,0 +1,105 @@
+"""Which checkpoint a relaunch resumes from, and what to do with checkpoints a crash left half-written."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_RANK_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_(model|optim)_states\.pt$")
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """The newest complete checkpoint (or None) and every newer one that is incomplete, with why."""
+
+    resume_from: Path | None
+    incomplete: list[tuple[Path, list[str]]]
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """N for a directory named `checkpoint-N`, else None."""
+    match = _CHECKPOINT.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Every `checkpoint-N` directory under `output_dir`, oldest step first."""
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
+    return sorted(found, key=lambda p: checkpoint_step(p) or 0)
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """Why `path` cannot be resumed from; empty when every file a resume needs is there."""
+    state_file = path / "trainer_state.json"
+    if not state_file.is_file():
+        # The Trainer writes trainer_state.json after weights, optimizer and RNG states.
+        return ["trainer_state.json is missing (the save was interrupted)"]
+    try:
+        step = json.loads(state_file.read_text(encoding="utf-8")).get("global_step")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return ["trainer_state.json is not valid JSON (the save was interrupted)"]
+    problems = []
+    if step != checkpoint_step(path):
+        problems.append(
+            f"trainer_state.json says step {step}, the directory name says {checkpoint_step(path)}"
+        )
+    latest = path / "latest"
+    if latest.is_file():
+        problems += _deepspeed_problems(path, latest.read_text(encoding="utf-8").strip())
+    elif not any(path.glob("*.safetensors")) and not (path / "pytorch_model.bin").is_file():
+        problems.append("no model weights (*.safetensors) and no DeepSpeed `latest` file")
+    return problems
+
+
+def _deepspeed_problems(path: Path, tag: str) -> list[str]:
+    tag_dir = path / tag
+    if not tag_dir.is_dir():
+        return [f"`latest` names {tag}/, which does not exist"]
+    ranks: dict[str, set[int]] = {"model": set(), "optim": set()}
+    for file in tag_dir.iterdir():
+        match = _RANK_FILE.match(file.name)
+        if match and file.stat().st_size > 0:
+            ranks[match.group(2)].add(int(match.group(1)))
+    world = max(ranks["model"] | ranks["optim"], default=-1) + 1
+    problems = []
+    for kind, present in ranks.items():
+        missing = sorted(set(range(world)) - present)
+        if world == 0 or missing:
+            problems.append(f"{tag}/ lacks the {kind} states of rank(s) {missing or 'all'}")
+    rng_files = list(path.glob("rng_state*.pth"))
+    if world > 1 and len(rng_files) < world:
+        problems.append(f"{len(rng_files)} of {world} rng_state files")
+    return problems
+
+
+def plan_resume(output_dir: Path) -> ResumePlan:
+    """Walk back from the newest checkpoint to the newest complete one."""
+    incomplete = []
+    for path in reversed(list_checkpoints(output_dir)):
+        problems = checkpoint_problems(path)
+        if not problems:
+            return ResumePlan(path, incomplete)
+        incomplete.append((path, problems))
+    return ResumePlan(None, incomplete)
+
+
+def _stamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def set_aside(path: Path, label: str) -> Path:
+    """Rename `path` so nothing loads it again, keeping every byte: `<name>.<label>-<time>`."""
+    target = path.with_name(f"{path.name}.{label}-{_stamp()}")
+    path.rename(target)
+    return target
+
+
+def has_previous_run(output_dir: Path) -> bool:
+    """Whether `output_dir` holds checkpoints or logs of an earlier run."""
+    return bool(list_checkpoints(output_dir)) or (output_dir / "trainer_log.jsonl").exists()
