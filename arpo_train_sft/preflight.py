@@ -11,7 +11,6 @@ from .config import RunConfig
 from .tiny_model import DEMO_MODEL_DIR
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-ARPO_HUB_REPO = "dongguanting/ARPO-SFT-54K"
 ARPO_HUB_FILE = "final_5w4_still.jsonl"
 _HUB_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
@@ -63,8 +62,8 @@ def check_dataset(cfg: RunConfig) -> list[str]:
             data_path = dataset_dir / file_name
             if not data_path.exists():
                 fix = (
-                    f"download it: `hf download {ARPO_HUB_REPO} {file_name} --repo-type dataset "
-                    f"--local-dir {dataset_dir}`"
+                    "download and prepare it: `arpo-sft data download && "
+                    "arpo-sft data prepare --model Qwen/Qwen2.5-7B-Instruct`"
                     if file_name == ARPO_HUB_FILE
                     else f"put the file there or fix 'file_name' in {info_path}"
                 )

@@ -49,7 +49,7 @@ def test_unknown_key_in_yaml_file(in_checkout: Path, capsys):
 def test_missing_dataset_file_names_the_file_and_the_download(in_checkout: Path, capsys):
     (line,) = train_errors(capsys, "yaml/demo_cpu.yaml", "dataset=final_5w4_still")
     assert "dataset 'final_5w4_still': file dataset_info/final_5w4_still.jsonl not found" in line
-    assert "`hf download dongguanting/ARPO-SFT-54K final_5w4_still.jsonl --repo-type dataset" in line
+    assert "`arpo-sft data download && arpo-sft data prepare --model Qwen/Qwen2.5-7B-Instruct`" in line
 
 
 def test_unregistered_dataset(in_checkout: Path, capsys):
