@@ -37,7 +37,12 @@ def _excerpt(text: str, limit: int = 40) -> str:
 
 def format_problems(trajectory: str) -> list[str]:
     """Every way `trajectory` breaks ARPO's tag rules, one readable line each; empty means compliant."""
-    problems: list[str] = []
+    return [message for _, message in format_issues(trajectory)]
+
+
+def format_issues(trajectory: str) -> list[tuple[str, str]]:
+    """Like `format_problems`, each line paired with the id of the rule it breaks (e.g. "think-unpaired")."""
+    issues: list[tuple[str, str]] = []
     stack: list[tuple[str, int, int]] = []  # (tag, where its content starts, its number among that tag)
     seen = dict.fromkeys(("think", "python", "search", "result", "answer"), 0)
     answers: list[str] = []
@@ -51,33 +56,46 @@ def format_problems(trajectory: str) -> list[str]:
             seen[tag] += 1
             if stack:
                 outer = stack[-1][0]
-                problems.append("nested <think>" if tag == outer == "think" else f"<{tag}> inside <{outer}>")
+                if tag == outer == "think":
+                    issues.append(("think-unpaired", "nested <think>"))
+                else:
+                    issues.append(("tag-nested", f"<{tag}> inside <{outer}>"))
             if tag == "result" and (tool_end is None or trajectory[tool_end : m.start()].strip()):
-                problems.append(f"<result> #{seen[tag]} does not directly follow a </python> or </search>")
+                message = f"<result> #{seen[tag]} does not directly follow a </python> or </search>"
+                issues.append(("result-without-tool", message))
             stack.append((tag, m.end(), seen[tag]))
             continue
         if not any(open_tag == tag for open_tag, _, _ in stack):
-            problems.append(f"</{tag}> without an opening <{tag}>")
+            issues.append((_unpaired(tag), f"</{tag}> without an opening <{tag}>"))
             continue
         while stack[-1][0] != tag:
-            problems.append(f"unclosed <{stack.pop()[0]}>")
+            unclosed = stack.pop()[0]
+            issues.append((_unpaired(unclosed), f"unclosed <{unclosed}>"))
         _, start, number = stack.pop()
         if tag in _TOOLS:
             tool_end = m.end()
             if not trajectory[m.end() :].lstrip().startswith("<result>"):
-                problems.append(f"<{tag}> #{number} is not directly followed by a <result>")
+                issues.append(
+                    ("tool-without-result", f"<{tag}> #{number} is not directly followed by a <result>")
+                )
         elif tag == "answer":
             answers.append(trajectory[start : m.start()])
             answer_end = m.end()
-    problems.extend(f"unclosed <{tag}>" for tag, _, _ in reversed(stack))
+    issues.extend((_unpaired(tag), f"unclosed <{tag}>") for tag, _, _ in reversed(stack))
     if len(answers) != 1:
-        problems.append(f"expected exactly one <answer>...</answer>, found {len(answers)}")
-    problems.extend(
-        f"<answer> #{i} has no \\boxed{{...}}" for i, text in enumerate(answers, 1) if _BOXED not in text
+        issues.append(("answer-count", f"expected exactly one <answer>...</answer>, found {len(answers)}"))
+    issues.extend(
+        ("answer-without-boxed", f"<answer> #{i} has no \\boxed{{...}}")
+        for i, text in enumerate(answers, 1)
+        if _BOXED not in text
     )
     if answer_end is not None and trajectory[answer_end:].strip():
-        problems.append(f"text after </answer>: {_excerpt(trajectory[answer_end:])}")
-    return problems
+        issues.append(("text-after-answer", f"text after </answer>: {_excerpt(trajectory[answer_end:])}"))
+    return issues
+
+
+def _unpaired(tag: str) -> str:
+    return "think-unpaired" if tag == "think" else "tag-unpaired"
 
 
 def boxed_answer(trajectory: str) -> str | None:

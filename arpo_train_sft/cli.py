@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 # Modules that each add one subcommand: `add_parser(subparsers)` sets `func=run`. They import only the
 # standard library at module level, so building the whole parser (and `--help`) stays instant.
-DATA_COMMANDS: tuple[str, ...] = ()
-TOP_COMMANDS: tuple[str, ...] = ()
+DATA_COMMANDS = ("data_download", "data_check", "data_prepare", "data_stats", "data_parity")
+TOP_COMMANDS = ("plot",)
 
 EPILOG = """examples:
   arpo-sft train yaml/demo_cpu.yaml                 CPU demo: tiny model, bundled data, 2 ranks
@@ -138,7 +138,13 @@ def make_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     demo.set_defaults(func=cmd_demo_model)
 
-    data = sub.add_parser("data", help="download, check, prepare and measure ARPO-format data")
+    data = sub.add_parser(
+        "data",
+        help="download, check, prepare and measure ARPO-format data",
+        epilog="example (from nothing to the training file dataset_info/final_5w4_still.jsonl):\n"
+        "  arpo-sft data download && arpo-sft data prepare --model Qwen/Qwen2.5-7B-Instruct",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     for module in DATA_COMMANDS:
         import_module(f"{__package__}.{module}").add_parser(data_sub)
