@@ -154,6 +154,8 @@ _FACTS = (
              ((f"Who is credited with inventing {t}?", who), (f"In what year was {t} invented?", str(y))))
        for t, (who, y) in _INVENTIONS.items()]
 )
+# The passages the demo's search results quote: `arpo-sft verify` searches the same corpus offline.
+SEARCH_SNIPPETS = tuple(fact.snippet for fact in _FACTS)
 _COMPARE = {"element": ("Which has the larger atomic number, {x} or {y}?", max, "atomic number"),
             "river": ("Which river is longer, the {x} or the {y}?", max, "length in km"),
             "invention": ("Which came first, {x} or {y}?", min, "year of invention")}

@@ -17,7 +17,9 @@ def main() -> None:
 
     # DeepSpeed calls collectives that torch 2.14 deprecates: two warnings per collective per step
     # (about 4,000 lines in the 50-step demo) that bury the training log and ask nothing of users.
-    warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning
+    )
     arpo_train_sft.register()
     run_exp()
 
