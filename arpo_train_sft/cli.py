@@ -16,14 +16,16 @@ if TYPE_CHECKING:
 # Modules that each add one subcommand: `add_parser(subparsers)` sets `func=run`. They import only the
 # standard library at module level, so building the whole parser (and `--help`) stays instant.
 DATA_COMMANDS = ("data_download", "data_check", "data_prepare", "data_stats", "data_parity")
-TOP_COMMANDS = ("verify", "plot")
+TOP_COMMANDS = ("export", "verify", "plot")
 
 EPILOG = """examples:
   arpo-sft train yaml/demo_cpu.yaml                 CPU demo: tiny model, bundled data, 2 ranks
   arpo-sft train yaml/sft_config.yaml max_steps=10  the reference run, with an override
   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 arpo-sft train yaml/qwen2.5-7b.yaml
   arpo-sft demo-model                               build the tiny offline Qwen2 model
-  arpo-sft verify checkpoints/demo-cpu              ARPO's tool loop on a model: format, tool calls, answers
+  arpo-sft plot checkpoints/demo-cpu                loss, learning rate and grad norm in one PNG
+  arpo-sft export checkpoints/demo-cpu/checkpoint-50 exported/demo   ZeRO shards -> safetensors model
+  arpo-sft verify exported/demo                     ARPO's tool loop on a model: format, tool calls, answers
 """
 
 
