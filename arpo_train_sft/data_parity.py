@@ -57,19 +57,11 @@ def family_problem(tokenizer: Any, template: Any, template_name: str) -> str | N
 
 def compare(args: argparse.Namespace) -> tuple[list[Mismatch], int, int, str | None]:
     """(mismatches, rows compared, rows given the template's default system prompt, family problem)."""
-    from transformers import AutoTokenizer
-
-    from .data_prepare import STRUCTURAL_RULES, normalize, to_conversation
-    from .row_rules import row_problems
+    from .data_prepare import blocking, normalize, problems_of, to_conversation
     from .rows import iter_rows
-    from .tokencount import encode_batch, load_template
+    from .tokencount import load_template, load_tokenizer, render
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    except (OSError, ValueError) as err:
-        raise UserError(
-            f"--model {args.model}: no tokenizer could be loaded ({err}); pass a model dir"
-        ) from None
+    tokenizer = load_tokenizer(args.model)
     if not tokenizer.chat_template:
         raise UserError(
             f"--model {args.model}: the tokenizer has no chat_template; inference has nothing to render"
@@ -83,16 +75,16 @@ def compare(args: argparse.Namespace) -> tuple[list[Mismatch], int, int, str | N
     mismatches: list[Mismatch] = []
     compared = defaulted = 0
     for row in islice(iter_rows(args.path), args.sample):
-        if row.error is not None or any(rule in STRUCTURAL_RULES for rule, _ in row_problems(row.data)):
+        if blocking(problems_of(row)):
             continue
         conversation = to_conversation(normalize(row.data, fix=False)[0])
-        (messages,), _ = encode_batch(tokenizer, template, [conversation])
+        rendered = render(tokenizer, template, [conversation])
+        prompt_ids, target = (rendered.ids(parts) for parts in rendered.messages[0])
         question, answer = conversation.messages[0]["content"], conversation.messages[1]["content"]
         # Training appends the end-of-turn suffix after the trajectory; inference stops before it.
-        target = messages[1][0]
         if target[-len(suffix) :] == suffix:
             target = target[: -len(suffix)]
-        train_ids = messages[0][0] + target
+        train_ids = prompt_ids + target
         chat = [{"role": "user", "content": question}]
         if conversation.system:
             chat.insert(0, {"role": "system", "content": conversation.system})

@@ -78,6 +78,18 @@ def _fix_strings(obj: dict[str, Any]) -> dict[str, Any]:
     return {key: fix_control_chars(value) if isinstance(value, str) else value for key, value in obj.items()}
 
 
+def problems_of(row: Any) -> list[tuple[str, str]]:
+    """Every (rule, message) a streamed row breaks, an unreadable row included."""
+    from .row_rules import row_problems
+
+    return [("unparsable", row.error)] if row.error is not None else row_problems(row.data)
+
+
+def blocking(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The problems that keep a row out of training: shapes LLaMA-Factory drops or crashes on."""
+    return [(rule, message) for rule, message in problems if rule in STRUCTURAL_RULES]
+
+
 def to_conversation(row: dict[str, Any]) -> Any:
     """The row as LLaMA-Factory's ShareGPT converter hands it to the template."""
     from .tokencount import Conversation
@@ -105,7 +117,6 @@ def prepare(args: argparse.Namespace) -> Report:
     """Stream, check, fix, measure and write; every input row lands in the output or the rejects."""
     from transformers import AutoTokenizer
 
-    from .row_rules import row_problems
     from .rows import iter_rows
     from .tokencount import batched, load_template, measure
 
@@ -130,13 +141,9 @@ def prepare(args: argparse.Namespace) -> Report:
             kept = []
             for row in batch:
                 report.input_rows += 1
-                if row.error is not None:
-                    reject(row, row.error, "unparsable")
-                    continue
-                problems = row_problems(row.data)
-                structural = [(rule, msg) for rule, msg in problems if rule in STRUCTURAL_RULES]
-                if structural:
-                    reject(row, "; ".join(msg for _, msg in structural), structural[0][0])
+                problems = problems_of(row)
+                if blocked := blocking(problems):
+                    reject(row, "; ".join(message for _, message in blocked), blocked[0][0])
                     continue
                 rules = {rule for rule, _ in problems}
                 report.control_char_rows += bool(rules & {"control-chars", "backspace-boxed"})
@@ -173,11 +180,12 @@ def truncate_row(
     tokenizer: Any, template: Any, data: dict[str, Any], cutoff_len: int
 ) -> dict[str, Any] | None:
     """The row cut where LLaMA-Factory would cut it, made explicit (`truncated: true`); None if the prompt alone is too long."""
-    from .tokencount import encode_batch, measure
+    from .tokencount import measure, render
 
-    (messages,), _ = encode_batch(tokenizer, template, [to_conversation(data)])
-    prompt_len = sum(len(ids) for ids, _ in messages[:-1])
-    target_ids = messages[-1][0]
+    rendered = render(tokenizer, template, [to_conversation(data)])
+    (messages,) = rendered.messages
+    prompt_len = sum(rendered.length(parts) for parts in messages[:-1])
+    target_ids = rendered.ids(messages[-1])
     keep = cutoff_len - prompt_len
     while keep > 0:
         # Decoding and re-encoding can merge across the cut; shorten until the row really fits.

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-
 TEMPLATES = ("qwen", "qwen_mask_results")
 
 
@@ -27,6 +25,7 @@ class Stats:
     prompt_tokens: int = 0
     result_tokens: int = 0
     tool_calls: list[int] = field(default_factory=list)
+    unmasked_rows: list[int] = field(default_factory=list)  # rows `qwen_mask_results` trains like `qwen`
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -39,27 +38,25 @@ def percentile(sorted_values: list[int], q: float) -> int:
 
 def gather(path: Path, model: str, cutoff_len: int) -> Stats:
     """Stream `path`, measure every readable row as `template: qwen` would encode it."""
-    from transformers import AutoTokenizer
-
-    from .data_prepare import BATCH_ROWS, STRUCTURAL_RULES, normalize, to_conversation
-    from .row_rules import row_problems
+    from .data_prepare import BATCH_ROWS, blocking, normalize, problems_of, to_conversation
     from .rows import iter_rows
-    from .tokencount import batched, load_template, measure
+    from .template import unmasked_reason
+    from .tokencount import batched, load_template, load_tokenizer, measure
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except (OSError, ValueError) as err:
-        raise UserError(f"--model {model}: no tokenizer could be loaded ({err}); pass a model dir") from None
+    tokenizer = load_tokenizer(model)
     template = load_template(tokenizer, "qwen")  # both templates encode identically; masks differ
     stats = Stats()
     for batch in batched(iter_rows(path), BATCH_ROWS):
         rows = []
         for row in batch:
-            if row.error is not None or any(rule in STRUCTURAL_RULES for rule, _ in row_problems(row.data)):
+            if blocking(problems_of(row)):
                 stats.skipped += 1
                 stats.first_skipped = stats.first_skipped or row.number
                 continue
-            rows.append(to_conversation(normalize(row.data, fix=False)[0]))
+            conversation = to_conversation(normalize(row.data, fix=False)[0])
+            if unmasked_reason(conversation.messages):
+                stats.unmasked_rows.append(row.number)
+            rows.append(conversation)
         for tokens in measure(tokenizer, template, rows, cutoff_len):
             stats.lengths.append(tokens.total)
             stats.over_cutoff += tokens.total > cutoff_len
@@ -91,6 +88,7 @@ def summary(stats: Stats, cutoff_len: int) -> dict[str, Any]:
         "tool_calls_per_row": {"mean": round(sum(calls) / max(len(calls), 1), 2),
                                "0": calls.count(0), "1": calls.count(1), "2": calls.count(2),
                                "3+": sum(c >= 3 for c in calls)},
+        "rows_qwen_mask_results_cannot_mask": {"count": len(stats.unmasked_rows), "rows": stats.unmasked_rows[:10]},
         "masked_token_share": {"qwen": round(stats.prompt_tokens / total, 4),
                                "qwen_mask_results": round((stats.prompt_tokens + stats.result_tokens) / total, 4)},
     }  # fmt: skip
@@ -183,4 +181,11 @@ def print_table(path: Path, figures: dict[str, Any]) -> None:
     )
     table.add_row("tokens ignored by the loss: qwen", f"{masked['qwen']:.1%}")
     table.add_row("tokens ignored by the loss: qwen_mask_results", f"{masked['qwen_mask_results']:.1%}")
+    unmasked = figures["rows_qwen_mask_results_cannot_mask"]
+    if unmasked["count"]:
+        rows = ", ".join(map(str, unmasked["rows"]))
+        table.add_row(
+            "  rows it trains unmasked (unbalanced/nested <result>, <result> in a user turn)",
+            f"{unmasked['count']} (rows {rows}{', ...' if unmasked['count'] > len(unmasked['rows']) else ''})",
+        )
     Console().print(table)  # fmt: skip

@@ -78,6 +78,19 @@ def find_result_spans(text: str) -> SpanScan:
     return SpanScan(spans)
 
 
+def user_turn_problem(messages: list[dict[str, str]]) -> str | None:
+    """Why a row's user turns make masking ambiguous, if they do."""
+    if any(m["role"] == "user" and _RESULT_OPEN in m["content"] for m in messages):
+        return "a <result> tag sits in a user turn"
+    return None
+
+
+def unmasked_reason(messages: list[dict[str, str]]) -> str | None:
+    """Why `qwen_mask_results` would train this row exactly like `qwen` (no masking), if it would."""
+    assistant = (find_result_spans(m["content"]).problem for m in messages if m["role"] == "assistant")
+    return user_turn_problem(messages) or next((p for p in assistant if p), None)
+
+
 def token_mask(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
     """True for every token whose first character lies inside a span."""
     return [any(start <= tok_start < end for start, end in spans) for tok_start, _ in offsets]
@@ -106,8 +119,7 @@ class ResultMaskingTemplate(Template):
     ) -> tuple[list[Turn], str | None]:
         """(source, target, target_mask) per turn, ids identical to `qwen`, and the problem found if any."""
         encoded = self._encode(tokenizer, messages, system, tools)
-        in_user_turn = any(m["role"] == "user" and _RESULT_OPEN in m["content"] for m in messages)
-        problem = "a <result> tag sits in a user turn" if in_user_turn else None
+        problem = user_turn_problem(messages)
         masks = []
         for index in range(1, len(messages), 2):
             mask, turn_problem = self._assistant_mask(tokenizer, messages[index], encoded[index])

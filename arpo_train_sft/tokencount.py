@@ -63,6 +63,18 @@ class _Recorder:
         return self._tokenizer.eos_token_id
 
 
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer of `model` (a directory or a hub id), or a one-line error naming it."""
+    from transformers import AutoTokenizer
+
+    from .errors import UserError
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise UserError(f"--model {model}: no tokenizer could be loaded ({err}); pass a model dir") from None
+
+
 def load_template(tokenizer: Any, name: str) -> Any:
     """LLaMA-Factory's template `name` (ours registered too), with the tokenizer fixed as training does."""
     from llamafactory.data.template import get_template_and_fix_tokenizer
@@ -74,89 +86,86 @@ def load_template(tokenizer: Any, name: str) -> Any:
     return get_template_and_fix_tokenizer(tokenizer, DataArguments(template=name))
 
 
-Encoded = list[list[tuple[list[int], list]]]
+@dataclass(frozen=True)
+class Rendered:
+    """A batch of rows as the template renders them: per row, per message, special ids and text pieces.
+
+    A part >= 0 is a token id the template wrote itself; a part < 0 stands for text piece `-part - 1`,
+    whose encoding (a Rust `tokenizers.Encoding`, never expanded into Python lists) is in `encodings`.
+    """
+
+    messages: list[list[list[int]]]
+    texts: list[str]
+    encodings: list[Any]
+
+    def length(self, parts: list[int]) -> int:
+        """Tokens in one message."""
+        return sum(1 if part >= 0 else len(self.encodings[-part - 1]) for part in parts)
+
+    def ids(self, parts: list[int]) -> list[int]:
+        """The token ids of one message, exactly as LLaMA-Factory encodes it."""
+        out: list[int] = []
+        for part in parts:
+            out += [part] if part >= 0 else self.encodings[-part - 1].ids
+        return out
+
+    def pieces(self, parts: list[int]) -> list[tuple[int, int]]:
+        """(text index, token position in the message where that text starts) for each text piece."""
+        out, position = [], 0
+        for part in parts:
+            if part < 0:
+                out.append((-part - 1, position))
+            position += 1 if part >= 0 else len(self.encodings[-part - 1])
+        return out
 
 
-def encode_batch(tokenizer: Any, template: Any, rows: list[Conversation]) -> tuple[Encoded, list[str]]:
-    """Per row, per message: (ids, per-token (text index, start, end) or None), and the rendered texts."""
+def render(tokenizer: Any, template: Any, rows: list[Conversation]) -> Rendered:
+    """Render rows with the template and encode every text piece of the batch in one parallel call."""
     recorder = _Recorder(tokenizer)
-    rendered = [template._encode(recorder, row.messages, row.system, None) for row in rows]
-    if not recorder.texts:
-        return [[([], []) for _ in messages] for messages in rendered], []
-    pieces = tokenizer(recorder.texts, add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for messages in rendered:
-        row_out = []
-        for marked in messages:
-            ids: list[int] = []
-            offsets: list = []
-            for token in marked:
-                if token >= 0:
-                    ids.append(token)
-                    offsets.append(None)
-                    continue
-                index = -token - 1
-                ids += pieces["input_ids"][index]
-                offsets += [(index, start, end) for start, end in pieces["offset_mapping"][index]]
-            row_out.append((ids, offsets))
-        out.append(row_out)
-    return out, recorder.texts
+    messages = [template._encode(recorder, row.messages, row.system, None) for row in rows]
+    # The backend call is what `tokenizer.encode(text, add_special_tokens=False)` runs for each piece.
+    encodings = tokenizer.backend_tokenizer.encode_batch(recorder.texts, add_special_tokens=False)
+    return Rendered(messages, recorder.texts, encodings)
+
+
+def _tokens_starting_in(encoding: Any, start: int, end: int) -> int:
+    """How many tokens of `encoding` begin at a character in [start, end)."""
+    first, last = encoding.char_to_token(start), encoding.char_to_token(end - 1)
+    if first is None or last is None:
+        return 0
+    if encoding.token_to_chars(first)[0] < start:
+        first += 1  # it began before the span: it belongs to whoever wrote its first character
+    return max(last - first + 1, 0)
 
 
 def measure(tokenizer: Any, template: Any, rows: list[Conversation], cutoff_len: int) -> list[RowTokens]:
     """RowTokens for each row, truncation simulated exactly as LLaMA-Factory's supervised processor does."""
     from llamafactory.data.processor.processor_utils import infer_seqlen
 
-    encoded, texts = encode_batch(tokenizer, template, rows)
+    batch = render(tokenizer, template, rows)
     results = []
-    for row, messages in zip(rows, encoded, strict=True):
-        total = sum(len(ids) for ids, _ in messages)
-        prompt = sum(len(messages[i][0]) for i in range(0, len(messages), 2))
-        result_tokens = tool_calls = 0
-        kept = 0
+    for row, messages in zip(rows, batch.messages, strict=True):
+        lengths = [batch.length(parts) for parts in messages]
+        result_tokens = tool_calls = kept = 0
         answer_cut = end_cut = False
         for turn in range(0, len(messages), 2):
-            (source, _), (target, offsets) = messages[turn], messages[turn + 1]
-            content = row.messages[turn + 1]["content"]
-            tool_calls += len(_TOOL_CALL.findall(content))
-            in_result = _result_token_flags(offsets, texts)
-            result_tokens += sum(in_result)
-            source_len, target_len = infer_seqlen(len(source), len(target), max(cutoff_len - kept, 0))
+            tool_calls += len(_TOOL_CALL.findall(row.messages[turn + 1]["content"]))
+            answer_at = None
+            for index, position in batch.pieces(messages[turn + 1]):
+                text, encoding = batch.texts[index], batch.encodings[index]
+                for start, end in find_result_spans(text).spans:
+                    result_tokens += _tokens_starting_in(encoding, start, end)
+                found = text.rfind(_ANSWER)
+                if found != -1 and (token := encoding.char_to_token(found)) is not None:
+                    answer_at = position + token
+            source_len, target_len = infer_seqlen(lengths[turn], lengths[turn + 1], max(cutoff_len - kept, 0))
             kept += source_len + target_len
-            if target_len < len(target):
+            if target_len < lengths[turn + 1]:
                 end_cut = True
-                answer_at = _token_index_of(offsets, texts, _ANSWER)
                 answer_cut = answer_cut or (answer_at is not None and answer_at >= target_len)
-        results.append(RowTokens(total, prompt, result_tokens, kept, answer_cut, end_cut, tool_calls))
+        prompt = sum(lengths[0::2])
+        results.append(RowTokens(sum(lengths), prompt, result_tokens, kept, answer_cut, end_cut, tool_calls))
     return results
-
-
-def _result_token_flags(offsets: list, texts: list[str]) -> list[bool]:
-    spans_by_text: dict[int, list[tuple[int, int]]] = {}
-    flags = []
-    for offset in offsets:
-        if offset is None:
-            flags.append(False)
-            continue
-        index, start, _ = offset
-        if index not in spans_by_text:
-            spans_by_text[index] = find_result_spans(texts[index]).spans
-        flags.append(any(a <= start < b for a, b in spans_by_text[index]))
-    return flags
-
-
-def _token_index_of(offsets: list, texts: list[str], needle: str) -> int | None:
-    """Index of the token holding the start of the last `needle` in the message, if any."""
-    found: dict[int, int] = {}
-    for position in range(len(offsets) - 1, -1, -1):
-        if offsets[position] is None:
-            continue
-        index, start, end = offsets[position]
-        if index not in found:
-            found[index] = texts[index].rfind(needle)
-        if found[index] != -1 and start <= found[index] < max(end, start + 1):
-            return position
-    return None
 
 
 def batched(items: Iterable[Any], size: int) -> Iterable[list[Any]]:

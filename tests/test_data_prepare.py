@@ -197,3 +197,34 @@ def test_parity_finds_a_skewed_chat_template_and_a_missing_system(model_dir: Pat
     out = capsys.readouterr().out
     assert "row 1: first difference at token" in out
     assert "WARNING 1 rows have no system prompt" in out
+
+
+def test_stats_names_the_rows_masking_cannot_handle(model_dir: Path, tmp_path: Path, capsys):
+    rows = demo_rows(4)
+    rows[1]["conversations"][1]["value"] = "<python>1</python><result>never closed<answer>\\boxed{1}</answer>"
+    rows[3]["conversations"][0]["value"] = "What does <result> mean here?"
+    data = write_jsonl(tmp_path / "rows.jsonl", rows)
+    invoke(data_stats, "stats", str(data), "--model", str(model_dir), "--json")
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["rows_qwen_mask_results_cannot_mask"] == {"count": 2, "rows": [2, 4]}
+
+
+def test_batched_rendering_gives_llamafactorys_exact_ids(model_dir: Path):
+    """The recorded-pieces path must tokenize exactly as LLaMA-Factory's own per-piece encode does."""
+    from arpo_train_sft.data_prepare import normalize, to_conversation
+    from arpo_train_sft.tokencount import load_template, load_tokenizer, render
+
+    tokenizer = load_tokenizer(str(model_dir))
+    rows = [to_conversation(normalize(row, fix=False)[0]) for row in read_jsonl(DEMO)]
+    rows.append(to_conversation({"conversations": [{"from": "human", "value": "  leading spaces\n\n"},
+                                                   {"from": "gpt", "value": "\n\n<think>数学 🚀</think>  "}]}))  # fmt: skip
+    for name in ("qwen", "qwen_mask_results"):
+        template = load_template(tokenizer, name)
+        batch = render(tokenizer, template, rows)
+        reference = load_template(tokenizer, "qwen")
+        for row, messages in zip(rows, batch.messages, strict=True):
+            expected = reference.encode_multiturn(tokenizer, row.messages, row.system)
+            assert [batch.ids(parts) for parts in messages] == [ids for pair in expected for ids in pair]
+            assert [batch.length(parts) for parts in messages] == [
+                len(ids) for pair in expected for ids in pair
+            ]
