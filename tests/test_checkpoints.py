@@ -79,3 +79,59 @@ def test_set_aside_keeps_every_byte(tmp_path: Path):
     assert moved.name.startswith("checkpoint-7.incomplete-")
     assert (moved / "global_step7" / "zero_pp_rank_1_mp_rank_00_model_states.pt").read_bytes() == b"x"
     assert plan_resume(tmp_path).resume_from is None
+
+
+def run_config(output_dir: Path, **values):
+    from arpo_train_sft.config import RunConfig
+
+    return RunConfig(path=Path("yaml/x.yaml"), overrides=(), values={"output_dir": str(output_dir), **values})
+
+
+def test_launcher_resumes_from_the_newest_complete_checkpoint(tmp_path: Path, capsys):
+    from arpo_train_sft.cli import resume_overrides
+
+    good = make_checkpoint(tmp_path, 10)
+    torn = make_checkpoint(tmp_path, 20)
+    (torn / "trainer_state.json").unlink()
+    assert resume_overrides(run_config(tmp_path), fresh=False, first_node=True) == (
+        f"resume_from_checkpoint={good}",
+    )
+    out = capsys.readouterr().out
+    assert f"skipping incomplete checkpoint {torn}: trainer_state.json is missing" in out
+    assert len(list(tmp_path.glob("checkpoint-20.incomplete-*"))) == 1
+
+
+def test_other_nodes_do_not_rename_but_agree_on_the_checkpoint(tmp_path: Path):
+    from arpo_train_sft.cli import resume_overrides
+
+    good = make_checkpoint(tmp_path, 10)
+    (make_checkpoint(tmp_path, 20) / "latest").unlink()
+    assert resume_overrides(run_config(tmp_path), fresh=False, first_node=False) == (
+        f"resume_from_checkpoint={good}",
+    )
+    assert (tmp_path / "checkpoint-20").is_dir()
+
+
+def test_fresh_moves_the_old_run_aside_and_never_deletes(tmp_path: Path, capsys):
+    from arpo_train_sft.cli import resume_overrides
+
+    output_dir = tmp_path / "run"
+    make_checkpoint(output_dir, 10)
+    assert resume_overrides(run_config(output_dir), fresh=True, first_node=True) == ()
+    (moved,) = tmp_path.glob("run.previous-*")
+    assert (moved / "checkpoint-10" / "trainer_state.json").is_file()
+    assert not output_dir.exists()
+    assert f"moved the earlier run in {output_dir} to {moved}" in capsys.readouterr().out
+
+
+def test_explicit_resume_or_overwrite_is_left_to_the_user(tmp_path: Path, capsys):
+    from arpo_train_sft.cli import resume_overrides
+
+    make_checkpoint(tmp_path, 10)
+    assert (
+        resume_overrides(run_config(tmp_path, resume_from_checkpoint="x"), fresh=False, first_node=True) == ()
+    )
+    assert (
+        resume_overrides(run_config(tmp_path, overwrite_output_dir=True), fresh=False, first_node=True) == ()
+    )
+    assert "overwrite_output_dir is true, so a relaunch will not resume" in capsys.readouterr().out
