@@ -7,10 +7,8 @@ import errno
 import filecmp
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from .atomic import atomic_writer
 from .errors import UserError
 
 REPO_ID = "dongguanting/ARPO-SFT-54K"
@@ -204,16 +203,8 @@ def write_provenance(dest: Path, facts: FileFacts, origin: dict[str, Any]) -> No
 
 def _atomic_write(dest: Path, fill: Callable[[IO[bytes]], object]) -> None:
     """Write through a temp file in dest's folder, so readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest, binary=True) as out:
+        fill(out)
 
 
 def _check_space(directory: Path, needed: int, what: str) -> None:

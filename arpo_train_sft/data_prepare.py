@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from .atomic import atomic_writer
 from .errors import UserError
 
 RAW_FILE = Path("dataset_info/raw/final_5w4_still.jsonl")
@@ -97,20 +95,6 @@ def to_conversation(row: dict[str, Any]) -> Any:
     roles = {"human": "user", "gpt": "assistant"}
     messages = [{"role": roles[t["from"]], "content": t["value"]} for t in row["conversations"]]
     return Conversation(messages, row.get("system"))
-
-
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[IO[str]]:
-    """A text file that appears at `path` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def prepare(args: argparse.Namespace) -> Report:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from arpo_train_sft.arpo_format import ARPO_SYSTEM_PROMPT
+from arpo_train_sft.atomic import atomic_writer
 
 DEFAULT_PATH = Path("dataset_info/demo/arpo_sft_demo.jsonl")
 
@@ -276,11 +276,8 @@ def write_demo_dataset(path: Path, n: int = 300, seed: int = 0) -> int:
     """Write `n` demo rows to `path` as JSONL, atomically; return the row count."""
     rows = generate_rows(n, seed)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a reader never sees a half-written file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, path)
+    with atomic_writer(path) as handle:
+        handle.write(text)
     return len(rows)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_writer
 from .checkpoints import list_checkpoints
 from .errors import UserError
 
@@ -174,13 +173,11 @@ def draw(log: TrainerLog, grad: GradNorm, title: str, out: Path) -> None:
     for ax in (ax_loss, ax_lr, ax_grad):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, out)
+        with atomic_writer(out, binary=True) as handle:
+            fig.savefig(handle, format="png", dpi=DPI)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def plot_run(output_dir: Path, out: Path) -> tuple[TrainerLog, GradNorm]:

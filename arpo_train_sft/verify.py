@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .arpo_format import ARPO_SYSTEM_PROMPT, boxed_answer, format_problems
+from .atomic import atomic_writer
 from .errors import UserError
 from .sandbox import default_network, run_python
 from .search_backend import LocalCorpusSearch, SearchBackend
@@ -219,10 +219,8 @@ def print_report(model: Path, reports: list[PromptReport], summary: dict[str, An
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place: never half-written
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_writer(path) as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
