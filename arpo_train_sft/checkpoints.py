@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-_RANK_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_(model|optim)_states\.pt$")
+_SHARD_FILE = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_\d+_(model|optim)_states\.pt$")
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,23 @@ def checkpoint_problems(path: Path) -> list[str]:
     return problems
 
 
+def shard_files(tag_dir: Path) -> dict[str, dict[int, Path]]:
+    """Per kind ("model", "optim"), the ZeRO shard file of each rank found in a `global_stepN/` dir."""
+    found: dict[str, dict[int, Path]] = {"model": {}, "optim": {}}
+    for file in tag_dir.iterdir():
+        if match := _SHARD_FILE.match(file.name):
+            found[match.group(2)][int(match.group(1))] = file
+    return found
+
+
 def _deepspeed_problems(path: Path, tag: str) -> list[str]:
     tag_dir = path / tag
     if not tag_dir.is_dir():
         return [f"`latest` names {tag}/, which does not exist"]
-    ranks: dict[str, set[int]] = {"model": set(), "optim": set()}
-    for file in tag_dir.iterdir():
-        match = _RANK_FILE.match(file.name)
-        if match and file.stat().st_size > 0:
-            ranks[match.group(2)].add(int(match.group(1)))
+    ranks = {
+        kind: {rank for rank, file in files.items() if file.stat().st_size > 0}
+        for kind, files in shard_files(tag_dir).items()
+    }
     world = max(ranks["model"] | ranks["optim"], default=-1) + 1
     problems = []
     for kind, present in ranks.items():

@@ -47,7 +47,6 @@ class Report:
     answer_cut: int = 0
     end_cut: int = 0
     truncated: int = 0
-    tokens: list[int] = field(default_factory=list)
 
 
 def fix_control_chars(text: str) -> str:
@@ -139,7 +138,6 @@ def prepare(args: argparse.Namespace) -> Report:
                 kept.append((row, data))
             measured = measure(tokenizer, template, [to_conversation(d) for _, d in kept], args.cutoff_len)
             for (row, data), tokens in zip(kept, measured, strict=True):
-                report.tokens.append(tokens.total)
                 over = tokens.total > args.cutoff_len
                 report.over_cutoff += over
                 report.answer_cut += tokens.answer_cut

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import shard_files
 from .errors import UserError
 
-_SHARD = re.compile(r"^(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_00_(model|optim)_states\.pt$")
 _RNG = re.compile(r"^rng_state_(\d+)\.pth$")
 # Copied as they are, so the export tokenizes and generates exactly as training did; this
 # generation_config.json replaces the one transformers derives from config.json.
@@ -88,9 +88,7 @@ def _zero_files(path: Path, tag: str) -> tuple[Path, int, int]:
     tag_dir = path / tag
     if not tag_dir.is_dir():
         raise UserError(f"{path / 'latest'}: names {tag}/, which does not exist; {FIX}")
-    ranks: dict[str, set[int]] = {"model": set(), "optim": set()}
-    for match in filter(None, (_SHARD.match(f.name) for f in tag_dir.iterdir())):
-        ranks[match.group(2)].add(int(match.group(1)))
+    ranks = {kind: set(files) for kind, files in shard_files(tag_dir).items()}
     rng = {int(m.group(1)) for m in filter(None, (_RNG.match(f.name) for f in path.iterdir()))}
     # First the file names alone, before DeepSpeed fails obscurely: a rank seen anywhere needs all its files.
     world = max(ranks["model"] | ranks["optim"] | rng, default=0) + 1

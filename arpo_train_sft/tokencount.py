@@ -34,7 +34,6 @@ class RowTokens:
     total: int  # tokens before truncation
     prompt: int  # tokens the loss ignores under `qwen` (system, user turns, role headers)
     result: int  # assistant tokens inside <result>…</result> spans (ignored by `qwen_mask_results`)
-    kept: int  # tokens left after cutoff_len truncation
     answer_cut: bool  # the last <answer> (or the whole answer block) falls beyond the cutoff
     end_cut: bool  # the final <|im_end|> falls beyond the cutoff
     tool_calls: int
@@ -164,7 +163,7 @@ def measure(tokenizer: Any, template: Any, rows: list[Conversation], cutoff_len:
                 end_cut = True
                 answer_cut = answer_cut or (answer_at is not None and answer_at >= target_len)
         prompt = sum(lengths[0::2])
-        results.append(RowTokens(sum(lengths), prompt, result_tokens, kept, answer_cut, end_cut, tool_calls))
+        results.append(RowTokens(sum(lengths), prompt, result_tokens, answer_cut, end_cut, tool_calls))
     return results
 
 
