@@ -1,10 +1,10 @@
 """ARPO cold-start SFT on upstream LLaMA-Factory."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("arpo-train-sft")
 
 
 def register() -> None:
-    """Perform all of the plugin's registrations with LLaMA-Factory in this process; safe to call twice."""
-    from .template import register_template
-
-    register_template()
+    """Register the plugin with LLaMA-Factory in this process; importing `arpo_train_sft.lf.masking` does it."""
+    from .lf import masking  # noqa: F401

@@ -1,27 +1,24 @@
-"""What torchrun runs on every rank: the plugin's registrations, then LLaMA-Factory's training.
+"""What torchrun runs on every rank: `python -m arpo_train_sft.entry CONFIG.yaml [key=value ...]`.
 
-Run as `python -m arpo_train_sft.entry CONFIG.yaml [key=value ...]`; the arguments are read by
-LLaMA-Factory itself, exactly as `llamafactory-cli train` reads them.
+It stays outside `lf/` so that an untested LLaMA-Factory stops each rank with the one-line error, not
+with a traceback from importing the package that checks it.
 """
 
 from __future__ import annotations
 
-import warnings
+import sys
+
+from .errors import EXIT_USER_ERROR, UserError
 
 
 def main() -> None:
-    """Register on this rank, then hand over to LLaMA-Factory."""
-    from llamafactory.train.tuner import run_exp
-
-    import arpo_train_sft
-
-    # DeepSpeed calls collectives that torch 2.14 deprecates: two warnings per collective per step
-    # (about 4,000 lines in the 50-step demo) that bury the training log and ask nothing of users.
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning
-    )
-    arpo_train_sft.register()
-    run_exp()
+    """Check LLaMA-Factory, register on this rank, then hand over to LLaMA-Factory's training."""
+    try:
+        from .lf import entry
+    except UserError as err:
+        print(f"arpo-sft: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    entry.run()
 
 
 if __name__ == "__main__":

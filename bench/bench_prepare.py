@@ -55,7 +55,7 @@ sys.exit(code)
 
 def synthetic_rows(n: int, seed: int) -> list[dict]:
     """Rows with ARPO's schema and tags, trajectories stretched to a long-tailed length distribution."""
-    from arpo_train_sft.demo_data import generate_rows
+    from arpo_train_sft.demo.data import generate_rows
 
     rng = random.Random(seed)
     base = generate_rows(300, seed)
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/arpo-bench"))
     args = parser.parse_args()
 
-    from arpo_train_sft.tiny_model import build_tiny_model
+    from arpo_train_sft.demo.model import build_tiny_model
 
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)

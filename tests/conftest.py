@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "dataset_info" / "demo" / "arpo_sft_demo.jsonl"
 # What a user's checkout needs at run time; the package itself is installed.
 CHECKOUT_PARTS = ("sft_train.sh", "yaml", "dataset_info", "examples")
 DEMO_STEPS = 30

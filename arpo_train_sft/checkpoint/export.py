@@ -1,0 +1,324 @@
+"""`arpo-sft export`: a training checkpoint (DeepSpeed ZeRO shards) to a loadable Hugging Face model dir."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import json
+import pickle
+import re
+import shlex
+import shutil
+import sys
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..train.launch import ENTRY_MODULE
+from .zero import shard_files
+
+_RNG = re.compile(r"^rng_state_(\d+)\.pth$")
+# Copied as they are, so the export tokenizes and generates exactly as training did; this
+# generation_config.json replaces the one transformers derives from config.json.
+COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja")  # fmt: skip
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Half a unit in the last place, relative: the most round-to-nearest moves a weight in each format;
+# the absolute part covers values below fp16's smallest normal number.
+RTOL = {"bf16": 2.0**-8, "fp16": 2.0**-11, "fp32": 0.0}
+ATOL = {"bf16": 1e-7, "fp16": 1e-7, "fp32": 0.0}
+CARD_KEYS = ("model_name_or_path", "dataset", "template", "cutoff_len", "learning_rate", "lr_scheduler_type",
+             "warmup_steps", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+             "gradient_accumulation_steps", "seed")  # fmt: skip
+PROBE = [{"role": "user", "content": "What is 17 * 23? Use python, then answer in \\boxed{}."}]
+FIX = "export an earlier complete checkpoint, or copy the file back from where the run saved it"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights come from: ZeRO shards under tag_dir, or a saved model when tag_dir is None."""
+
+    path: Path
+    tag_dir: Path | None
+    world: int | None  # data-parallel ranks that wrote the shards
+    stage: int | None
+    tokenizer_dir: Path
+    config: Any  # transformers.PretrainedConfig
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the export looked like once loaded back."""
+
+    params: int
+    dtype: str
+    shards: list[str]
+    bytes_on_disk: int
+    compared: list[str]
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _unreadable(path: Path) -> bool:
+    # torch.save writes a zip with its directory at the end: this catches empty, truncated and
+    # overwritten files without reading any tensor.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return not any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return True
+
+
+def _missing(tag_dir: Path, ranks: dict[str, set[int]], world: int, stage: int) -> list[str]:
+    kinds = ("model", "optim") if stage == 3 else ("optim",)  # ZeRO-1/2 keep one mp_rank_00 model file
+    names = [
+        f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt" for k in kinds for r in range(world) if r not in ranks[k]
+    ]
+    return [f"{tag_dir / name}: missing ({world} ranks saved this checkpoint); {FIX}" for name in names]
+
+
+def _zero_files(path: Path, tag: str) -> tuple[Path, int, int]:
+    """The tag dir, world size and ZeRO stage, once every rank's shard is there and readable."""
+    tag_dir = path / tag
+    if not tag_dir.is_dir():
+        raise UserError(f"{path / 'latest'}: names {tag}/, which does not exist; {FIX}")
+    ranks = {kind: set(files) for kind, files in shard_files(tag_dir).items()}
+    rng = {int(m.group(1)) for m in filter(None, (_RNG.match(f.name) for f in path.iterdir()))}
+    # First the file names alone, before DeepSpeed fails obscurely: a rank seen anywhere needs all its files.
+    world = max(ranks["model"] | ranks["optim"] | rng, default=0) + 1
+    stage = 3 if ranks["model"] or not (tag_dir / "mp_rank_00_model_states.pt").is_file() else 2
+    problems = _missing(tag_dir, ranks, world, stage) + [
+        f"{f}: not a readable PyTorch file (empty, truncated or overwritten); {FIX}"
+        for f in sorted(tag_dir.glob("*_states.pt"))
+        if _unreadable(f)
+    ]
+    if problems:
+        raise UserError(problems)
+    import torch
+
+    # Model states (small under ZeRO-3) record the world size and DeepSpeed config: this also names a
+    # rank whose files are all gone.
+    first = sorted(tag_dir.glob("*model_states.pt"))[0]
+    meta = torch.load(first, map_location="cpu", mmap=True, weights_only=False)
+    world = max(world, int(meta.get("dp_world_size", world)))
+    stage = int(meta.get("ds_config", {}).get("zero_optimization", {}).get("stage", stage))
+    if problems := _missing(tag_dir, ranks, world, stage):
+        raise UserError(problems)
+    return tag_dir, world, stage
+
+
+def inspect_source(path: Path) -> Source:
+    """Check that path is a ZeRO checkpoint or a saved model, with a config and a tokenizer."""
+    tag_dir, world, stage = None, None, None
+    tags = sorted(p.name for p in path.glob("global_step*") if p.is_dir())
+    if (path / "latest").is_file():
+        tag_dir, world, stage = _zero_files(path, (path / "latest").read_text(encoding="utf-8").strip())
+    elif tags:
+        raise UserError(
+            f"{path}: has {tags[-1]}/ but no `latest` file; write it: echo {tags[-1]} > {path}/latest"
+        )
+    elif not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
+        raise UserError(
+            f"{path}: {'not a checkpoint' if path.is_dir() else 'not a directory'} (no DeepSpeed `latest` file, "
+            "no global_step*/, no model.safetensors); pass a checkpoint-N/ dir or a finished run's output_dir"
+        )
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+
+    try:  # before any heavy work: the architecture the weights go into
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, StrictDataclassError) as err:
+        raise UserError(f"{path / 'config.json'}: {_one_line(err)}; restore the run's config.json") from None
+    tokenizer_dir = next((d for d in (path, path.parent) if (d / "tokenizer_config.json").is_file()), None)
+    if tokenizer_dir is None:
+        raise UserError(
+            f"no tokenizer in {path} or its parent {path.parent}: copy the base model's tokenizer files "
+            f"(tokenizer.json, tokenizer_config.json) into {path}"
+        )
+    return Source(path, tag_dir, world, stage, tokenizer_dir, config)
+
+
+def consolidate(source: Source) -> dict[str, Any]:
+    """The full fp32 state dict: DeepSpeed's own ZeRO consolidation, or the saved safetensors."""
+    from safetensors.torch import load_file
+
+    if source.tag_dir is None:
+        files = sorted(source.path.glob("*.safetensors"))
+        return {key: tensor.float() for f in files for key, tensor in load_file(f).items()}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # DeepSpeed's progress lines; stdout is our report
+            return get_fp32_state_dict_from_zero_checkpoint(str(source.path), tag=source.tag_dir.name)
+    except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise UserError(f"{source.tag_dir}: DeepSpeed cannot read it ({_one_line(err)}); {FIX}") from None
+
+
+def build_model(source: Source, state: dict[str, Any], dtype: str):
+    """The checkpoint's architecture holding `state`, cast to dtype."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):  # no random init of weights that are replaced right away
+        model = AutoModelForCausalLM.from_config(source.config)
+    where = f"{source.path}: the weights do not match config.json"
+    fix = "put the config.json the run trained with next to the weights"
+    try:
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as err:  # shapes that differ from config.json
+        raise UserError(f"{where} ({_one_line(err)}); {fix}") from None
+    if source.config.get_text_config().tie_word_embeddings:
+        model.tie_weights()  # Qwen2.5 up to 3B share lm_head with embed_tokens; a state dict may hold it once
+    missing = [name for name, p in model.named_parameters() if p.is_meta]
+    if missing or result.unexpected_keys:
+        raise UserError(f"{where} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}); {fix}")
+    return model.to(getattr(torch, DTYPES[dtype]))
+
+
+def _launch(run_dir: Path) -> tuple[str, dict[str, Any]]:
+    """The YAML + overrides of the run's last launch: `arpo-sft train` heads training.log with its command."""
+    from ..train.config import load_run_config
+
+    log = run_dir / "training.log"
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    heads = [shlex.split(line.split(" ", 2)[2]) for line in lines if line.startswith("===== ")]
+    argv = heads[-1] if heads else []
+    at = argv.index(ENTRY_MODULE) + 1 if ENTRY_MODULE in argv else len(argv)
+    if at >= len(argv):
+        return "", {}
+    try:
+        return shlex.join(argv[at:]), load_run_config(Path(argv[at]), argv[at + 1 :]).values
+    except UserError:  # the YAML moved or broke since: the card says so rather than failing the export
+        return shlex.join(argv[at:]) + " (unreadable now)", {}
+
+
+def _training_args(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:  # the Trainer's pickle of its own arguments: this run's exact hyperparameters
+        args = vars(torch.load(path / "training_args.bin", weights_only=False))
+    except (OSError, EOFError, AttributeError, ModuleNotFoundError, pickle.UnpicklingError, RuntimeError):
+        return {}
+    return {k: v.value if isinstance(v, enum.Enum) else v for k, v in args.items()}
+
+
+def model_card(source: Source, out_name: str, dtype: str) -> str:
+    """A short README.md: base model, data, hyperparameters, steps and the exact source checkpoint."""
+    launch, values = _launch(source.path.parent if source.tag_dir else source.path)
+    values |= _training_args(source.path)  # the pickled arguments beat a YAML that may have changed since
+    state_file = source.path / "trainer_state.json"
+    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    base = values.get("model_name_or_path") or config.get("_name_or_path")
+    rows = [(key, values.get(key, "?")) for key in CARD_KEYS]
+    rows += [("global_step", state.get("global_step", "?")), ("epoch", state.get("epoch", "?"))]
+    if source.world and "per_device_train_batch_size" in values:
+        per_rank = values["per_device_train_batch_size"] * values.get("gradient_accumulation_steps", 1)
+        rows.append(("sequences per step", f"{per_rank * source.world} ({source.world} ranks)"))
+    rows.append(("launch", f"`{launch}`" if launch else "? (no `arpo-sft train` header in training.log)"))
+    origin = f"`{source.path.resolve()}`"
+    if source.tag_dir is not None:
+        origin = f"the DeepSpeed ZeRO-{source.stage} checkpoint {origin} ({source.tag_dir.name})"
+    front = "library_name: transformers\n" + (f"base_model: {base}\n" if base else "")
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return (
+        f"---\n{front}tags: [arpo, sft, llama-factory]\n---\n\n# {out_name}\n\nARPO cold-start SFT, exported "
+        f"by `arpo-sft export` from {origin} with {dtype} weights. `?`: not recorded.\n\n"
+        f"| | |\n| --- | --- |\n{table}\n"
+    )
+
+
+def verify(out: Path, reference: dict[str, Any], dtype: str) -> Report:
+    """Load out as a user would, run one chat-templated forward pass, and compare weights with reference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = tokenizer.apply_chat_template(PROBE, tokenize=False, add_generation_prompt=True)
+    with torch.no_grad():
+        logits = model(**tokenizer(text, return_tensors="pt")).logits
+    loaded = model.state_dict()
+    close = [torch.allclose(loaded[n].float(), ref, RTOL[dtype], ATOL[dtype]) for n, ref in reference.items()]
+    # Our bug (or a broken install), not the user's input: keep the traceback.
+    if str(model.dtype) != f"torch.{DTYPES[dtype]}" or not all(close) or not torch.isfinite(logits).all():
+        raise RuntimeError(f"{out}: loads as {model.dtype}; weights match {close}; finite logits required")
+    files = [f for f in out.rglob("*") if f.is_file()]
+    shards = sorted(f.name for f in files if f.suffix == ".safetensors")
+    params = sum(p.numel() for p in model.parameters())
+    return Report(params, DTYPES[dtype], shards, sum(f.stat().st_size for f in files), list(reference))
+
+
+def export(checkpoint: Path, out_dir: Path, dtype: str = "bf16", max_shard_size: str = "5GB") -> Report:
+    """Consolidate, cast and save checkpoint into out_dir via a sibling temp dir, verified before the rename."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(
+            f"{out_dir}: already exists and is not empty; pass a new OUT_DIR (nothing is overwritten)"
+        )
+    source = inspect_source(checkpoint)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.with_name(f"{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
+    partial.mkdir()
+    try:
+        state = consolidate(source)
+        # Three distinct tensors (a tied lm_head is the embedding again) to check the saved files against.
+        first_name = {id(tensor): name for name, tensor in reversed(state.items())}
+        names = [name for name in state if first_name[id(state[name])] == name]
+        picks = dict.fromkeys([names[0], names[len(names) // 2], names[-1]])
+        reference = {name: state[name].float() for name in picks}
+        build_model(source, state, dtype).save_pretrained(partial, max_shard_size=max_shard_size)
+        del state
+        for name in COPIED_FILES:
+            found = [d / name for d in (source.path, source.tokenizer_dir) if (d / name).is_file()]
+            if found:
+                shutil.copy2(found[0], partial / name)
+        (partial / "README.md").write_text(model_card(source, out_dir.name, dtype), encoding="utf-8")
+        report = verify(partial, reference, dtype)
+        try:
+            partial.rename(out_dir)  # replaces an empty out_dir; fails on one that filled up meanwhile
+        except OSError:
+            raise UserError(
+                f"{out_dir}: appeared while exporting and is not empty; pass a new OUT_DIR"
+            ) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # only the temp dir made above, never the user's files
+        raise
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then print what was verified."""
+    report = export(Path(args.checkpoint), Path(args.out_dir), args.dtype, args.max_shard_size)
+    print(f"exported {args.checkpoint} -> {args.out_dir}")
+    print(f"verified: AutoModelForCausalLM and AutoTokenizer load it, a chat-templated forward pass runs, "
+          f"and {', '.join(report.compared)} match the checkpoint")  # fmt: skip
+    print(f"{report.params:,} parameters, {report.dtype}, {len(report.shards)} shard(s) "
+          f"({', '.join(report.shards)}), {report.bytes_on_disk / 2**20:.1f} MiB on disk")  # fmt: skip
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `export` to the command tree."""
+    parser = subparsers.add_parser(
+        "export",
+        help="turn a checkpoint (DeepSpeed ZeRO shards) into a Hugging Face model dir, verified to load",
+        description="Consolidate CHECKPOINT's ZeRO shards with DeepSpeed's own zero_to_fp32, cast to --dtype, "
+        "save as safetensors with the tokenizer, generation config, chat template and a model card, then "
+        "load the result back and run one forward pass. OUT_DIR appears only once all of that succeeded.",
+        epilog="example:\n  arpo-sft export checkpoints/qwen2.5-7b-sft/checkpoint-3000 exports/qwen2.5-7b-arpo-sft",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="a checkpoint-N/ dir, or a finished run's output_dir")
+    parser.add_argument("out_dir", help="new directory for the model (must not exist, or be empty)")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="bf16", help="weight dtype (default: bf16)"
+    )
+    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default: 5GB)")
+    parser.set_defaults(func=run)

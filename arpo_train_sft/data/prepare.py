@@ -1,0 +1,232 @@
+"""`arpo-sft data prepare`: turn a raw ARPO file into the training file, every input row accounted for."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_writer
+from ..errors import UserError
+from .conversation import STRUCTURAL_RULES, blocking, normalize, problems_of, to_conversation
+
+RAW_FILE = Path("dataset_info/raw/final_5w4_still.jsonl")
+PREPARED_FILE = Path("dataset_info/final_5w4_still.jsonl")
+POLICIES = ("keep", "drop", "truncate")
+BATCH_ROWS = 512
+
+
+@dataclass
+class Report:
+    """Counts printed at the end and saved next to the output."""
+
+    input_rows: int = 0
+    output_rows: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    fixed_control_chars: int = 0
+    control_char_rows: int = 0
+    format_problem_rows: int = 0
+    over_cutoff: int = 0
+    prompt_cut: int = 0
+    answer_cut: int = 0
+    end_cut: int = 0
+    truncated: int = 0
+
+
+def prepare(args: argparse.Namespace) -> Report:
+    """Stream, check, fix, measure and write; every input row lands in the output or the rejects."""
+    from transformers import AutoTokenizer
+
+    from ..lf.render import load_template
+    from .rows import iter_rows
+    from .tokens import batched, measure
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"--model {args.model}: no tokenizer could be loaded ({err}); pass a model dir"
+        ) from None
+    template = load_template(tokenizer, args.template)
+    report = Report()
+    with ExitStack() as stack:
+        out = stack.enter_context(atomic_writer(args.output))
+        rejects = stack.enter_context(atomic_writer(args.rejects))
+
+        def reject(row: Any, reason: str, rule: str) -> None:
+            report.rejected[rule] += 1
+            record = {"row": row.number, "line": row.line, "reason": reason, "text": row.text}
+            rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+        for batch in batched(iter_rows(args.input), BATCH_ROWS):
+            kept = []
+            for row in batch:
+                report.input_rows += 1
+                problems = problems_of(row)
+                if blocked := blocking(problems):
+                    reject(row, "; ".join(message for _, message in blocked), blocked[0][0])
+                    continue
+                rules = {rule for rule, _ in problems}
+                report.control_char_rows += bool(rules & {"control-chars", "backspace-boxed"})
+                report.format_problem_rows += bool(
+                    rules - STRUCTURAL_RULES - {"control-chars", "backspace-boxed"}
+                )
+                data, fixed = normalize(row.data, args.fix_control_chars)
+                report.fixed_control_chars += fixed
+                kept.append((row, data))
+            measured = measure(tokenizer, template, [to_conversation(d) for _, d in kept], args.cutoff_len)
+            for (row, data), tokens in zip(kept, measured, strict=True):
+                over = tokens.total > args.cutoff_len
+                report.over_cutoff += over
+                report.answer_cut += tokens.answer_cut
+                report.end_cut += tokens.end_cut
+                report.prompt_cut += over and not tokens.end_cut
+                if over and args.overlength == "drop":
+                    reason = f"{tokens.total} tokens > cutoff_len {args.cutoff_len}"
+                    reject(row, reason, "over-cutoff")
+                    continue
+                if over and args.overlength == "truncate":
+                    data = truncate_row(tokenizer, template, data, args.cutoff_len)
+                    if data is None:
+                        reject(row, f"the prompt alone exceeds cutoff_len {args.cutoff_len}", "over-cutoff")
+                        continue
+                    report.truncated += 1
+                out.write(json.dumps(data, ensure_ascii=False) + "\n")
+                report.output_rows += 1
+    return report
+
+
+def truncate_row(
+    tokenizer: Any, template: Any, data: dict[str, Any], cutoff_len: int
+) -> dict[str, Any] | None:
+    """The row cut where LLaMA-Factory would cut it, made explicit (`truncated: true`); None if the prompt alone is too long."""
+    from ..lf.render import render
+    from .tokens import measure
+
+    rendered = render(tokenizer, template, [to_conversation(data)])
+    (messages,) = rendered.messages
+    prompt_len = sum(rendered.length(parts) for parts in messages[:-1])
+    target_ids = rendered.ids(messages[-1])
+    keep = cutoff_len - prompt_len
+    while keep > 0:
+        # Decoding and re-encoding can merge across the cut; shorten until the row really fits.
+        text = tokenizer.decode(target_ids[:keep], skip_special_tokens=False)
+        turns = [*data["conversations"][:-1], {"from": "gpt", "value": text}]
+        row = {**data, "conversations": turns, "truncated": True}
+        (tokens,) = measure(tokenizer, template, [to_conversation(row)], cutoff_len)
+        if tokens.total <= cutoff_len:
+            return row
+        keep -= tokens.total - cutoff_len
+    return None
+
+
+def add_parser(subparsers: Any) -> None:
+    """`arpo-sft data prepare`."""
+    parser = subparsers.add_parser(
+        "prepare",
+        help="check, fix and measure a raw ARPO file and write the training file (nothing is lost)",
+        description="Stream the input, reject rows LLaMA-Factory would drop or crash on, normalize roles to "
+        "human/gpt, count tokens exactly as training will (the model's tokenizer, the chosen template), "
+        "apply the length policy, and write the output and the rejects atomically. Input rows = output "
+        "rows + rejected rows, always.",
+        epilog=f"example:\n  arpo-sft data prepare --input {RAW_FILE} --output {PREPARED_FILE} "
+        "--model Qwen/Qwen2.5-7B-Instruct --cutoff-len 15000 --overlength keep --fix-control-chars",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--input", type=Path, default=RAW_FILE, help=f"raw JSONL or JSON array (default {RAW_FILE})"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=PREPARED_FILE, help=f"training file (default {PREPARED_FILE})"
+    )
+    parser.add_argument(
+        "--rejects", type=Path, help="rejected rows with reasons (default: OUTPUT.rejects.jsonl)"
+    )
+    parser.add_argument(
+        "--model", required=True, help="model dir or hub id whose tokenizer counts the tokens"
+    )
+    parser.add_argument(
+        "--template", default="qwen", help="LLaMA-Factory template the training uses (default qwen)"
+    )
+    parser.add_argument("--cutoff-len", type=int, default=15000, help="training cutoff_len (default 15000)")
+    parser.add_argument(
+        "--overlength",
+        choices=POLICIES,
+        default="keep",
+        help="rows over cutoff: keep (ARPO's choice; LLaMA-Factory cuts their tail), drop (to rejects), "
+        "truncate (cut where LLaMA-Factory would, marked truncated: true)",
+    )
+    parser.add_argument(
+        "--fix-control-chars",
+        action="store_true",
+        help="repair \\x08oxed -> \\boxed (ARPO's escaping bug) and drop other control characters",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare, then print the accounting."""
+    if args.cutoff_len < 1:
+        raise UserError(f"--cutoff-len {args.cutoff_len}: must be a positive number of tokens")
+    if args.input.resolve() == args.output.resolve():
+        raise UserError(f"--output {args.output} is the input file; write the prepared file elsewhere")
+    args.rejects = args.rejects or args.output.with_name(
+        args.output.name.removesuffix(".jsonl") + ".rejects.jsonl"
+    )
+    report = prepare(args)
+    print_report(args, report)
+    summary = args.output.with_name(args.output.name + ".report.json")
+    summary.write_text(json.dumps(report_dict(args, report), indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def report_dict(args: argparse.Namespace, report: Report) -> dict[str, Any]:
+    """The accounting as JSON, saved next to the output."""
+    return {
+        "input": str(args.input),
+        "output": str(args.output),
+        "rejects": str(args.rejects),
+        "model": args.model,
+        "template": args.template,
+        "cutoff_len": args.cutoff_len,
+        "overlength": args.overlength,
+        "input_rows": report.input_rows,
+        "output_rows": report.output_rows,
+        "rejected_rows": sum(report.rejected.values()),
+        "rejected_by_reason": dict(report.rejected),
+        "fixed_control_chars": report.fixed_control_chars,
+        "control_char_rows": report.control_char_rows,
+        "format_problem_rows": report.format_problem_rows,
+        "over_cutoff": report.over_cutoff,
+        "would_lose_answer": report.answer_cut,
+        "would_lose_im_end": report.end_cut,
+        "prompt_cut": report.prompt_cut,
+        "truncated": report.truncated,
+    }
+
+
+def print_report(args: argparse.Namespace, report: Report) -> None:
+    """A short table: where every row went, and what the cutoff does to them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rejected = sum(report.rejected.values())
+    assert report.input_rows == report.output_rows + rejected, "a row was lost"
+    table = Table(title=f"data prepare: {args.input} -> {args.output}", show_header=False)
+    table.add_row("input rows", str(report.input_rows))
+    table.add_row("written", f"{report.output_rows}  ({args.output})")
+    table.add_row("rejected", f"{rejected}  ({args.rejects})")
+    for reason, count in report.rejected.most_common():
+        table.add_row(f"  {reason}", str(count))
+    table.add_row("control characters fixed", str(report.fixed_control_chars))
+    table.add_row("rows failing ARPO's format rules (kept)", str(report.format_problem_rows))
+    table.add_row(f"rows over cutoff_len {args.cutoff_len}", str(report.over_cutoff))
+    table.add_row("  would lose <answer> at training", str(report.answer_cut))
+    table.add_row("  would lose <|im_end|> at training", str(report.end_cut))
+    table.add_row(f"  policy: {args.overlength}", f"{report.truncated} truncated" if report.truncated else "")
+    Console().print(table)
+    print(f"{report.input_rows} input rows = {report.output_rows} written + {rejected} rejected")

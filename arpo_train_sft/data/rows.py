@@ -1,0 +1,272 @@
+"""Stream the rows of a JSON Lines file or of a JSON array file, with row and line numbers, in bounded memory."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import UserError
+
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+_JSON_SPACE = b" \t\r\n"
+_SPACE = re.compile(r"[ \t\r\n]*")
+# Bytes that are not UTF-8 are decoded with surrogateescape into these lone surrogates; valid UTF-8 never
+# yields them, so finding one in a row's text means the file had a bad byte there.
+_BAD_BYTE = re.compile("[\udc80-\udcff]")
+# What a cut-off value can still turn into: the rest of a literal, or of a number (1. -> 1.5, 1e -> 1e-3).
+_UNFINISHED = ("true", "false", "null", "NaN", "Infinity", "-Infinity", ".", "e+", "e-", "E+", "E-")
+# An element that fails (or ends) this close to the end of what was read may just be cut by the chunk.
+_TAIL = 16
+_TRUNCATED = "truncated: the file ends inside this row"
+_STOPPED = "the rows after it cannot be told apart, so reading stops here"
+_FORMATS = "JSON Lines (one JSON object per line) or a JSON array of objects"
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a data file, parsed or not."""
+
+    number: int  # 1-based row number (JSONL: counts non-blank lines; JSON array: element index + 1)
+    line: int  # 1-based line in the file where the row starts
+    data: Any  # the parsed value (normally a dict), or None when the row could not be parsed
+    error: str | None  # why it could not be parsed
+    text: str  # the row's raw text, decoded with errors="replace" when it is not UTF-8
+
+
+def iter_rows(path: Path) -> Iterator[Row]:
+    """Every row of `path` (JSON Lines, or a JSON array), in order; raises UserError if it is neither."""
+    first = _first_byte(path)
+    if first == b"[":
+        return _array_rows(path)
+    _check_jsonl_start(path, first)
+    return _jsonl_rows(path)
+
+
+def _open(path: Path) -> BinaryIO:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; fix: check the path") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; fix: pass the .jsonl or .json file inside it") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror}); fix: check its permissions") from None
+
+
+def _first_byte(path: Path) -> bytes:
+    """The first byte that is not whitespace (after a UTF-8 BOM); UserError if the file is empty."""
+    with _open(path) as f:
+        chunk = f.read(_CHUNK).removeprefix(_BOM)
+        while chunk:
+            rest = chunk.lstrip(_JSON_SPACE)
+            if rest:
+                return rest[:1]
+            chunk = f.read(_CHUNK)
+    raise UserError(f"{path}: the file is empty (no rows); fix: point at the data file, or download it again")
+
+
+def _check_jsonl_start(path: Path, first: bytes) -> None:
+    """Refuse files whose first line shows they are not JSON Lines: binary data, or one pretty-printed object."""
+    with closing(_jsonl_rows(path)) as rows:
+        head = list(islice(rows, 2))
+    row = head[0]
+    if row.error is None or (first == b"{" and row.error.startswith("not valid UTF-8")):
+        return
+    if first != b"{":
+        raise UserError(
+            f"{path}: line {row.line} starts with {row.text[:20]!r}, so this is neither {_FORMATS}; "
+            "fix: convert the data to JSON Lines"
+        )
+    if len(head) == 2 and head[1].error is not None and _cut_short_text(row.text):
+        raise UserError(
+            f"{path}: line {row.line} opens a JSON object that goes on over the next lines (pretty-printed "
+            f"JSON?), but rows must be {_FORMATS}; fix: write one complete object per line (e.g. `jq -c`)"
+        )
+
+
+def _jsonl_rows(path: Path) -> Iterator[Row]:
+    with _open(path) as f:
+        number = 0
+        for line, raw in enumerate(f, 1):
+            if line == 1:
+                raw = raw.removeprefix(_BOM)
+            if raw.strip(_JSON_SPACE):
+                number += 1
+                yield _line_row(raw, number, line)
+
+
+def _line_row(raw: bytes, number: int, line: int) -> Row:
+    last = not raw.endswith(b"\n")
+    body = raw.removesuffix(b"\n").removesuffix(b"\r")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        column = len(body[: err.start].decode("utf-8", "replace")) + 1
+        error = f"not valid UTF-8 (byte 0x{body[err.start]:02x} at column {column})"
+        return Row(number, line, None, error, body.decode("utf-8", "replace"))
+    try:
+        return Row(number, line, json.loads(text), None, text)
+    except json.JSONDecodeError as err:
+        error = (
+            _TRUNCATED
+            if last and _cut_short(err, text)
+            else f"not valid JSON ({err.msg} at column {err.colno})"
+        )
+        return Row(number, line, None, error, text)
+
+
+def _cut_short(err: json.JSONDecodeError, text: str) -> bool:
+    """Whether `text` fails only because it stops too early, i.e. more text could still make it valid."""
+    rest = text[err.pos :].rstrip()
+    if not rest or err.msg.startswith("Unterminated string"):
+        return True
+    if err.msg.startswith("Invalid \\u"):
+        return len(rest) < 5  # "u" and fewer than four hex digits
+    return any(ending.startswith(rest) for ending in _UNFINISHED)
+
+
+def _cut_short_text(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return _cut_short(err, text)
+    return False
+
+
+def _readable(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class _Text:
+    """A sliding window over the decoded file: `buf[pos:]` is unread; `line`/`column` locate `pos`."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self.buf, self.pos, self.line, self.column = "", 0, 1, 1
+        self.eof = False
+        self._started = False
+
+    def more(self) -> bool:
+        """Drop what was read, append more of the file; False once the file is used up."""
+        if self.eof:
+            return False
+        # At least as much as is held: a row spanning many chunks is then re-parsed O(log n) times, not O(n).
+        data = self._f.read(max(_CHUNK, len(self.buf) - self.pos))
+        if not self._started:
+            data, self._started = data.removeprefix(_BOM), True
+        self.eof = not data
+        self.buf = self.buf[self.pos :] + self._decoder.decode(data, final=self.eof)
+        self.pos = 0
+        return True
+
+    def advance(self, end: int) -> None:
+        newline = self.buf.rfind("\n", self.pos, end)
+        if newline < 0:
+            self.column += end - self.pos
+        else:
+            self.line += self.buf.count("\n", self.pos, end)
+            self.column = end - newline
+        self.pos = end
+
+    def peek(self) -> str:
+        """Skip whitespace; the next character, or "" at the end of the file."""
+        while True:
+            self.advance(_SPACE.match(self.buf, self.pos).end())
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                return ""
+
+    def where(self, index: int) -> str:
+        """'line L column C' of buf[index], for index >= pos."""
+        newline = self.buf.rfind("\n", self.pos, index)
+        if newline < 0:
+            return f"line {self.line} column {self.column + index - self.pos}"
+        line = self.line + self.buf.count("\n", self.pos, index)
+        return f"line {line} column {index - newline}"
+
+    def rest_of_line(self, index: int) -> str:
+        end = self.buf.find("\n", index)
+        return self.buf[self.pos : len(self.buf) if end < 0 else end]
+
+
+def _array_rows(path: Path) -> Iterator[Row]:
+    with _open(path) as f:
+        text = _Text(f)
+        text.peek()
+        text.advance(text.pos + 1)  # the opening [
+        number = 0
+        char = text.peek()
+        while char != "]":
+            number += 1
+            row, readable = _element(text, number)
+            yield row
+            if not readable:
+                return
+            char = text.peek()
+            if char == ",":
+                text.advance(text.pos + 1)
+                char = ""  # a row must follow a comma, even a "]" (which then fails to parse)
+            elif char != "]":
+                yield _junk_after(text, number)
+                return
+        text.advance(text.pos + 1)  # the closing ]
+        if text.peek():
+            error = f"not valid JSON (text after the array's closing ] at {text.where(text.pos)})"
+            yield Row(number + 1, text.line, None, error, _readable(text.rest_of_line(text.pos)))
+
+
+def _element(text: _Text, number: int) -> tuple[Row, bool]:
+    """The next array element, read in full, and whether the elements after it can still be found."""
+    text.peek()
+    line = text.line
+    while True:
+        try:
+            data, end = _DECODER.raw_decode(text.buf, text.pos)
+        except json.JSONDecodeError as err:
+            near_end = err.msg.startswith("Unterminated string") or len(text.buf) - err.pos <= _TAIL
+            if near_end and text.more():
+                continue
+            truncated = text.eof and _cut_short(err, text.buf)
+            raw = text.buf[text.pos :] if truncated else text.rest_of_line(err.pos)
+            bad = _BAD_BYTE.search(raw)
+            if bad:
+                error = _bad_byte(text, text.pos + bad.start(), bad)
+            elif truncated:
+                error = _TRUNCATED
+            else:
+                error = f"not valid JSON ({err.msg} at {text.where(err.pos)}); {_STOPPED}"
+            return Row(number, line, None, error, _readable(raw)), False
+        # A number cut by the chunk's end still parses ("1" of "1.5e3"); only more text tells.
+        if len(text.buf) - end <= _TAIL and text.more():
+            continue
+        raw = text.buf[text.pos : end]
+        bad = _BAD_BYTE.search(raw)
+        error = _bad_byte(text, text.pos + bad.start(), bad) if bad else None
+        text.advance(end)
+        return Row(number, line, None if bad else data, error, _readable(raw) if bad else raw), True
+
+
+def _junk_after(text: _Text, number: int) -> Row:
+    """The row standing for whatever follows row `number` where a ',' or the closing ']' should be."""
+    if text.pos == len(text.buf):
+        error = f"truncated: the file ends before the array's closing ] (at {text.where(text.pos)})"
+    else:
+        error = (
+            f"not valid JSON (expected ',' or ']' after row {number} at {text.where(text.pos)}); {_STOPPED}"
+        )
+    return Row(number + 1, text.line, None, error, _readable(text.rest_of_line(text.pos)))
+
+
+def _bad_byte(text: _Text, index: int, match: re.Match[str]) -> str:
+    return f"not valid UTF-8 (byte 0x{ord(match.group()) - 0xDC00:02x} at {text.where(index)})"

@@ -1,0 +1,53 @@
+"""Every contact with LLaMA-Factory lives in this package; importing it checks the installed version first.
+
+What it touches that LLaMA-Factory does not publish as API, and why (tests/lf/test_surface.py fails
+loudly, naming the item, when an upgrade changes one of them):
+
+- `data.processor.supervised.SupervisedDatasetProcessor._encode_data_example(prompt, response, system,
+  tools, images, videos, audios) -> (input_ids, labels)`: the one method that labels a row, for the plain
+  and the packed processor alike. LLaMA-Factory has no label hook, so `masking` replaces it.
+- `data.template.TEMPLATES` and `Template` (a dataclass; `_encode`, `format_assistant`,
+  `_convert_elements_to_ids`): `qwen_mask_results` is `qwen`'s fields in a subclass, and `render` runs
+  `_encode` with a recording tokenizer to count tokens exactly as training will.
+- `data.processor.processor_utils.infer_seqlen(source_len, target_len, cutoff_len)`: how a turn is
+  truncated at `cutoff_len`; `masking` and the token counts both follow it.
+- `hparams.parser._TRAIN_ARGS`: the training-argument dataclasses, to name unknown keys before launch.
+- `extras.constants.IGNORE_INDEX`: the label the loss skips.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ..errors import UserError
+
+# The LLaMA-Factory releases this plugin is tested with: the private items above were read there.
+TESTED_VERSIONS = ("0.9.5",)
+
+
+def check_version(installed: str | None) -> None:
+    """Stop with one line when the installed LLaMA-Factory is not one this plugin was tested with."""
+    if installed in TESTED_VERSIONS:
+        return
+    found = "is not installed" if installed is None else f"{installed} is installed"
+    raise UserError(
+        f"LLaMA-Factory {found}, but arpo-train-sft {_own_version()} is tested with "
+        f"{' or '.join(TESTED_VERSIONS)} only (it patches private code); fix: "
+        f"pip install 'llamafactory=={TESTED_VERSIONS[-1]}'"
+    )
+
+
+def _installed() -> str | None:
+    try:
+        return version("llamafactory")
+    except PackageNotFoundError:
+        return None
+
+
+def _own_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+check_version(_installed())

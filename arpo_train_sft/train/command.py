@@ -1,0 +1,65 @@
+"""`arpo-sft train`: check a config in seconds, then run torchrun on every local rank."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the config, decide the resume, then launch torchrun with the output teed to training.log."""
+    from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
+    from ..checkpoint.resume import resume_overrides
+    from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
+    from .config import load_run_config
+    from .launch import run_teed, say, topology_from_env, torchrun_command, training_env
+    from .preflight import is_demo_model, run_checks
+
+    cfg = load_run_config(Path(args.config), args.overrides)
+    gpus = _visible_gpus()
+    problems = run_checks(cfg, gpus)
+    if problems:
+        from ..errors import UserError
+
+        raise UserError(problems)
+    topo = topology_from_env(os.environ, gpus)
+    if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
+        say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
+    overrides = cfg.overrides + resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
+
+    cmd = torchrun_command(cfg.path, overrides, topo, sys.executable)
+    log_path = cfg.output_dir / "training.log"
+    say(shlex.join(cmd))
+    say(f"log: {log_path}")
+    return run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0), log_path)
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train` to the command tree."""
+    parser = subparsers.add_parser(
+        "train",
+        help="check a config, then train with torchrun + DeepSpeed on every local GPU (or 2 CPU ranks)",
+        description="Check CONFIG in seconds, then launch torchrun on the plugin's entry module. "
+        "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT. "
+        "Output is also appended to <output_dir>/training.log. A relaunch resumes from the newest complete "
+        "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped.",
+        epilog="example:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a YAML key")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from step 0: move an earlier run in output_dir aside (never deleted) instead of resuming",
+    )
+    parser.set_defaults(func=run)

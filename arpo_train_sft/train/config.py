@@ -1,0 +1,59 @@
+"""Load a training YAML plus `key=value` overrides exactly as LLaMA-Factory will read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+# Settings that need a CUDA device; a config without any of them can train on CPU ranks.
+_GPU_ONLY_FLAGS = ("bf16", "fp16", "pure_bf16", "enable_liger_kernel", "use_unsloth")
+_GPU_ONLY_ATTENTION = ("fa2", "fa3")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A training config as the ranks will see it: the file, the overrides and the merged values."""
+
+    path: Path
+    overrides: tuple[str, ...]
+    values: dict[str, Any]
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(str(self.values.get("output_dir", ".")))
+
+    def gpu_only_settings(self) -> list[str]:
+        """The settings that cannot run on a CPU, as `key: value` strings."""
+        found = [f"{key}: true" for key in _GPU_ONLY_FLAGS if self.values.get(key)]
+        if str(self.values.get("flash_attn", "auto")) in _GPU_ONLY_ATTENTION:
+            found.append(f"flash_attn: {self.values['flash_attn']}")
+        return found
+
+
+def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read `path` and apply `key=value` overrides with OmegaConf, as LLaMA-Factory's `read_args` does."""
+    from omegaconf import OmegaConf
+
+    import yaml
+
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found; pass a YAML from yaml/ (e.g. yaml/demo_cpu.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise UserError(f"{where}: not valid YAML ({err.problem}); fix the syntax on that line") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{path}: cannot be read as YAML ({err}); save it as UTF-8 YAML") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of `key: value` lines at the top level")
+
+    bad = [item for item in overrides if "=" not in item or item.startswith("=")]
+    if bad:
+        raise UserError([f"override {item!r}: expected key=value (e.g. max_steps=10)" for item in bad])
+    merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.from_dotlist(list(overrides)))
+    return RunConfig(path=path, overrides=tuple(overrides), values=OmegaConf.to_container(merged))

@@ -1,0 +1,127 @@
+"""Build the torchrun command as data, log it, and run it with its output teed to training.log."""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+ENTRY_MODULE = "arpo_train_sft.entry"
+# The CPU demo is sized for two ranks: enough to exercise ZeRO-3 sharding on a 2-core machine.
+CPU_RANKS = 2
+# torchrun's own default: every node of a multi-node job must agree on it, so no random port there.
+DEFAULT_MULTINODE_PORT = 29500
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where this node sits in the job: torchrun's rendezvous settings."""
+
+    nproc_per_node: int
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_MULTINODE_PORT
+
+
+def say(message: str) -> None:
+    """One launcher line on stdout, before the ranks' own output."""
+    print(f"[arpo-sft] {message}", flush=True)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit():
+        raise UserError(f"environment variable {name}={value!r}: expected a whole number")
+    return int(value)
+
+
+def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
+    """Read NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT; fill in what is unset."""
+    nproc = _int_env(env, "NPROC_PER_NODE", gpus or CPU_RANKS)
+    nnodes = _int_env(env, "NNODES", 1)
+    node_rank = _int_env(env, "NODE_RANK", 0)
+    problems = []
+    if nproc < 1:
+        problems.append("NPROC_PER_NODE must be at least 1")
+    if node_rank >= nnodes:
+        problems.append(f"NODE_RANK={node_rank} must be below NNODES={nnodes}")
+    if nnodes > 1 and not env.get("MASTER_ADDR"):
+        problems.append(f"NNODES={nnodes}: set MASTER_ADDR to the address of node 0 on every node")
+    if problems:
+        raise UserError(problems)
+    single_node_port = free_port() if nnodes == 1 else DEFAULT_MULTINODE_PORT
+    return Topology(
+        nproc_per_node=nproc,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
+        master_port=_int_env(env, "MASTER_PORT", single_node_port),
+    )
+
+
+def torchrun_command(config: Path, overrides: tuple[str, ...], topo: Topology, python: str) -> list[str]:
+    """The exact argv that starts every rank on our entry module (which registers, then trains)."""
+    return [
+        python, "-m", "torch.distributed.run",
+        "--nnodes", str(topo.nnodes),
+        "--node_rank", str(topo.node_rank),
+        "--nproc_per_node", str(topo.nproc_per_node),
+        "--master_addr", topo.master_addr,
+        "--master_port", str(topo.master_port),
+        "-m", ENTRY_MODULE,
+        str(config), *overrides,
+    ]  # fmt: skip
+
+
+def training_env(env: Mapping[str, str], on_cpu: bool) -> dict[str, str]:
+    """The environment the ranks get: the caller's, plus allocator/backend settings they did not set."""
+    out = dict(env)
+    # Ranks write into a pipe (the tee); unbuffered output keeps the log in step with training.
+    out.setdefault("PYTHONUNBUFFERED", "1")
+    if not on_cpu:
+        # Variable-length batches fragment the CUDA caching allocator; expandable segments avoid it.
+        out.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        out.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
+    return out
+
+
+def run_teed(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
+    """Run `cmd`, copying its output to the terminal and appending it to `log_path`; return its exit code."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        log.write(f"\n===== {stamp} {shlex.join(cmd)}\n".encode())
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # torchrun turns SIGTERM into a clean stop of every rank; pass ours on (SLURM, `kill`).
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+        try:
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                log.write(chunk)
+                log.flush()
+            return proc.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C already reached torchrun (same process group); wait for it to stop the ranks.
+            return proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)

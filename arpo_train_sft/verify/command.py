@@ -1,0 +1,283 @@
+"""`arpo-sft verify`: run a model through ARPO's tool loop on a few questions and report format and answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..arpo.prompt import ARPO_SYSTEM_PROMPT
+from ..arpo.tags import boxed_answer, format_problems
+from ..atomic import atomic_writer
+from ..errors import UserError
+from .loop import STOP_TAGS, Generate, Limits, Step, run_loop
+from .sandbox import default_network, run_python
+from .search import LocalCorpusSearch, SearchBackend
+
+
+@dataclass(frozen=True)
+class Prompt:
+    question: str
+    answer: str | None = None  # the reference, when known
+
+
+DEFAULT_PROMPTS = (
+    Prompt("What is the value of 37 * 43 - 19?", "1572"),
+    Prompt("What is the greatest common divisor of 462 and 1071?", "21"),
+    Prompt("What is the capital of Kenya?", "Nairobi"),
+    Prompt("What is the atomic number of gold?", "79"),
+    Prompt("Which river is longer, the Volga or the Danube?", "Volga"),
+)
+
+
+@dataclass(frozen=True)
+class PromptReport:
+    question: str
+    reference: str | None
+    trajectory: str
+    problems: list[str]
+    compliant: bool
+    answer: str | None
+    correct: bool | None
+    python_calls: int
+    search_calls: int
+    refused_calls: int
+    stop: str
+    new_tokens: int
+    elapsed_s: float
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def verify_prompt(prompt: Prompt, generate: Generate, search: SearchBackend, limits: Limits) -> PromptReport:
+    """Run one question through the loop and score its trajectory."""
+    start = time.monotonic()
+    traj = run_loop(generate, search, limits)
+    problems = format_problems(traj.text)
+    answer = boxed_answer(traj.text)
+    correct = (
+        None if prompt.answer is None else answer is not None and _squash(answer) == _squash(prompt.answer)
+    )
+    return PromptReport(
+        prompt.question, prompt.answer, traj.text, problems, not problems, answer, correct,
+        traj.calls["python"], traj.calls["search"], traj.refused, traj.stop, traj.tokens,
+        round(time.monotonic() - start, 3),
+    )  # fmt: skip
+
+
+def summarize(reports: list[PromptReport]) -> dict[str, Any]:
+    """Overall numbers: format compliance, accuracy where a reference exists, tool calls, time."""
+    scored = [r for r in reports if r.correct is not None]
+    n = len(reports)
+    return {
+        "prompts": n,
+        "compliant": sum(r.compliant for r in reports),
+        "compliance": sum(r.compliant for r in reports) / n if n else 0.0,
+        "scored": len(scored),
+        "correct": sum(bool(r.correct) for r in scored),
+        "accuracy": sum(bool(r.correct) for r in scored) / len(scored) if scored else None,
+        "python_calls": sum(r.python_calls for r in reports),
+        "search_calls": sum(r.search_calls for r in reports),
+        "refused_calls": sum(r.refused_calls for r in reports),
+        "elapsed_s": round(sum(r.elapsed_s for r in reports), 3),
+    }
+
+
+def read_prompts(path: Path) -> list[Prompt]:
+    """Prompts from JSONL lines {"question": ..., "answer": optional}; every bad line is reported."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read the prompts ({err}); pass a readable UTF-8 JSONL file") from err
+    prompts, problems = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(f"{path}:{number}: not valid JSON ({err.msg}); fix or delete the line")
+            continue
+        question = row.get("question") if isinstance(row, dict) else None
+        answer = row.get("answer") if isinstance(row, dict) else None
+        if not isinstance(question, str) or not question.strip():
+            problems.append(
+                f'{path}:{number}: needs a "question" string: {{"question": "...", "answer": "42"}}'
+            )
+        elif answer is not None and not isinstance(answer, (str, int, float)):
+            problems.append(f'{path}:{number}: "answer" must be a string or a number, or left out')
+        else:
+            prompts.append(Prompt(question, None if answer is None else str(answer)))
+    if not problems and not prompts:
+        problems.append(f'{path}: no prompts; add one {{"question": ...}} object per line')
+    if problems:
+        raise UserError(problems)
+    return prompts
+
+
+def check_model_dir(path: Path) -> None:
+    """Fail in one line per problem when `path` is not a loadable Hugging Face model with its tokenizer."""
+    export = "export the checkpoint with `arpo-sft export`"
+    if not path.is_dir():
+        raise UserError(f"{path}: no such directory; pass a Hugging Face model directory")
+    problems = []
+    if not (path / "config.json").is_file():
+        problems.append(f"{path}: no config.json; {export}")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        problems.append(f"{path}: no model weights (*.safetensors); {export}")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        problems.append(
+            f"{path}: no tokenizer files; copy the tokenizer files from the base model, or {export}"
+        )
+    if problems:
+        raise UserError(problems)
+
+
+def load_generator_factory(path: Path) -> Callable[[str], Generate]:
+    """Load the model and tokenizer once; return question -> greedy generator on its chat-templated prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not tokenizer.chat_template:
+        raise UserError(
+            f"{path}: the tokenizer has no chat template; copy tokenizer_config.json from the base model"
+        )
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto").eval()
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+
+    # transformers' own stop_strings rebuilds a table over the whole 151k-token vocabulary on every generate
+    # call (~1.3 s) and adds ~50 ms a step on CPU; decoding the last few tokens costs microseconds. run_loop
+    # cuts at the first stop tag anyway, so this only saves time.
+    class StopAtTags(StoppingCriteria):
+        """Stop once the text generated since `start` contains a stop tag."""
+
+        def __init__(self, start: int) -> None:
+            self.start = start
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            tail = tokenizer.decode(input_ids[0, max(self.start, input_ids.shape[1] - 16) :])
+            return torch.full((1,), any(tag in tail for tag in STOP_TAGS), device=input_ids.device)
+
+    def for_question(question: str) -> Generate:
+        messages = [{"role": "system", "content": ARPO_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+        def generate(text: str, max_new_tokens: int, seconds_left: float) -> Step:
+            # Re-encoding prompt + text each call, as ARPO's completions client does.
+            enc = tokenizer(prompt + text, return_tensors="pt", add_special_tokens=False).to(model.device)
+            start = enc["input_ids"].shape[1]
+            config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, max_time=seconds_left,
+                                      eos_token_id=sorted(eos_ids), pad_token_id=pad)  # fmt: skip
+            with torch.inference_mode():
+                out = model.generate(**enc, generation_config=config, stopping_criteria=[StopAtTags(start)])
+            new = out[0, start:].tolist()
+            ended = bool(new) and new[-1] in eos_ids
+            return Step(tokenizer.decode(new, skip_special_tokens=True), len(new), ended)
+
+        return generate
+
+    return for_question
+
+
+def print_report(model: Path, reports: list[PromptReport], summary: dict[str, Any]) -> None:
+    """A rich table, one row per prompt, then each format problem and the totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"arpo-sft verify {model}")
+    table.add_column("question", min_width=20)
+    for column in ("py/search", "answer", "correct", "format", "stop", "s"):
+        table.add_column(column)
+    marks = {True: "yes", False: "no", None: "-"}
+    for i, r in enumerate(reports, 1):
+        table.add_row(f"{i}. {r.question[:60]}", f"{r.python_calls}/{r.search_calls}", (r.answer or "-")[:30],
+                      marks[r.correct], marks[r.compliant], r.stop, f"{r.elapsed_s:.1f}")  # fmt: skip
+    console = Console()
+    console.print(table)
+    for i, r in enumerate(reports, 1):
+        if r.problems:
+            console.print(
+                f"#{i}: {'; '.join(r.problems[:3])}{' ...' if len(r.problems) > 3 else ''}", markup=False
+            )
+    accuracy = "-" if summary["accuracy"] is None else f"{summary['accuracy']:.0%} of {summary['scored']}"
+    console.print(
+        f"format compliance {summary['compliance']:.0%} ({summary['compliant']}/{summary['prompts']}), "
+        f"accuracy {accuracy}, tool calls: {summary['python_calls']} python, {summary['search_calls']} search "
+        f"({summary['refused_calls']} over the limit), {summary['elapsed_s']:.1f} s",
+        markup=False,
+    )
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic_writer(path) as handle:
+        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Verify MODEL on the prompts and print (and optionally save) the report."""
+    if min(args.max_new_tokens, args.max_total_tokens, args.time_limit) <= 0 or args.max_tool_calls < 0:
+        raise UserError(
+            "--max-new-tokens, --max-total-tokens, --time-limit must be > 0; --max-tool-calls >= 0"
+        )
+    model_dir = Path(args.model)
+    check_model_dir(model_dir)
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else list(DEFAULT_PROMPTS)
+    search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
+    limits = Limits(args.max_tool_calls, args.max_new_tokens, args.max_total_tokens, args.time_limit)
+    probe = run_python("print(1 + 1)")
+    if probe.stdout != "2\n":  # every <python> result would be this failure: say so once, up front
+        why = (probe.tool_output() or f"exit status {probe.exit_code}").splitlines()[-1]
+        raise UserError(f"the python sandbox cannot run code on this host: {why}")
+    factory = load_generator_factory(model_dir)
+    reports = [verify_prompt(p, factory(p.question), search, limits) for p in prompts]
+    summary = summarize(reports)
+    print_report(model_dir, reports, summary)
+    if args.report:
+        settings = {**asdict(limits), "sandbox_network": default_network(), "corpus": args.corpus or "demo"}
+        rows = [asdict(r) for r in reports]
+        write_json(
+            Path(args.report),
+            {"model": str(model_dir), "settings": settings, "summary": summary, "prompts": rows},
+        )
+        print(f"report written to {args.report}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `verify` to the `arpo-sft` command tree."""
+    p = subparsers.add_parser(
+        "verify",
+        help="run a model through ARPO's tool loop on a few questions; report format compliance and answers",
+        description="Generate greedily with MODEL's own chat template and ARPO's system prompt, as ARPO's\n"
+        "inference does: each <python> call runs in a sandbox (fresh process and temp dir, memory, CPU\n"
+        "and process limits, no network), each <search> call against a local corpus, and its <result>\n"
+        "is appended inline before generation continues. Reports per prompt: format compliance (ARPO's\n"
+        "tag rules), tool calls, the \\boxed{} answer, whether it matches the reference, time taken.",
+        epilog="example:\n  arpo-sft verify checkpoints/qwen2.5-7b-sft --prompts prompts.jsonl --report verify.json\n"
+        'prompts.jsonl holds one {"question": "...", "answer": "42"} per line (answer optional).',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = p.add_argument
+    add("model", metavar="MODEL", help="Hugging Face model directory (weights, config.json, tokenizer)")
+    add("--prompts", metavar="FILE", help="JSONL of questions (default: 5 built-in demo-style questions)")
+    for flag, kind, default, what in (
+        ("--max-tool-calls", int, Limits.max_tool_calls, "tool calls per prompt; more are refused"),
+        ("--max-new-tokens", int, Limits.max_new_tokens, "tokens per generation call"),
+        ("--max-total-tokens", int, Limits.max_total_tokens, "generated tokens per prompt"),
+        ("--time-limit", float, Limits.time_limit_s, "seconds per prompt, tools included"),
+    ):
+        add(flag, type=kind, default=default, metavar="N", help=f"{what} (default: {default:g})")
+    add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
+    add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
+    p.set_defaults(func=run)
