@@ -16,7 +16,16 @@ from .conversation import STRUCTURAL_RULES, blocking, normalize, problems_of, to
 
 RAW_FILE = Path("dataset_info/raw/final_5w4_still.jsonl")
 PREPARED_FILE = Path("dataset_info/final_5w4_still.jsonl")
-POLICIES = ("keep", "drop", "truncate")
+POLICIES = ("keep", "drop")
+# No "truncate": LLaMA-Factory appends <|im_end|>\n to the assistant text and trains it, so a row cut to fit
+# cutoff_len teaches the model to stop mid-thought. A cut row trains what the whole row trains only while it
+# still exceeds cutoff_len, and where LLaMA-Factory's ratio split cuts the prompt no rewritten row can.
+REMOVED_POLICY = (
+    "--overlength truncate was removed: a row cut to fit cutoff_len would train <|im_end|> right after the "
+    "cut (and LLaMA-Factory cuts the prompt, not the answer, when the answer is short); use --overlength "
+    "keep (LLaMA-Factory truncates at cutoff_len itself, as ARPO trained) or --overlength drop"
+)
+POLICY_EFFECT = {"keep": "written whole; LLaMA-Factory truncates them", "drop": "moved to the rejects"}
 BATCH_ROWS = 512
 
 
@@ -34,23 +43,15 @@ class Report:
     prompt_cut: int = 0
     answer_cut: int = 0
     end_cut: int = 0
-    truncated: int = 0
 
 
 def prepare(args: argparse.Namespace) -> Report:
     """Stream, check, fix, measure and write; every input row lands in the output or the rejects."""
-    from transformers import AutoTokenizer
-
     from ..lf.render import load_template
     from .rows import iter_rows
-    from .tokens import batched, measure
+    from .tokens import batched, load_tokenizer, measure
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    except (OSError, ValueError) as err:
-        raise UserError(
-            f"--model {args.model}: no tokenizer could be loaded ({err}); pass a model dir"
-        ) from None
+    tokenizer = load_tokenizer(args.model)
     template = load_template(tokenizer, args.template)
     report = Report()
     with ExitStack() as stack:
@@ -84,44 +85,14 @@ def prepare(args: argparse.Namespace) -> Report:
                 report.over_cutoff += over
                 report.answer_cut += tokens.answer_cut
                 report.end_cut += tokens.end_cut
-                report.prompt_cut += over and not tokens.end_cut
+                report.prompt_cut += tokens.prompt_cut
                 if over and args.overlength == "drop":
                     reason = f"{tokens.total} tokens > cutoff_len {args.cutoff_len}"
                     reject(row, reason, "over-cutoff")
                     continue
-                if over and args.overlength == "truncate":
-                    data = truncate_row(tokenizer, template, data, args.cutoff_len)
-                    if data is None:
-                        reject(row, f"the prompt alone exceeds cutoff_len {args.cutoff_len}", "over-cutoff")
-                        continue
-                    report.truncated += 1
                 out.write(json.dumps(data, ensure_ascii=False) + "\n")
                 report.output_rows += 1
     return report
-
-
-def truncate_row(
-    tokenizer: Any, template: Any, data: dict[str, Any], cutoff_len: int
-) -> dict[str, Any] | None:
-    """The row cut where LLaMA-Factory would cut it, made explicit (`truncated: true`); None if the prompt alone is too long."""
-    from ..lf.render import render
-    from .tokens import measure
-
-    rendered = render(tokenizer, template, [to_conversation(data)])
-    (messages,) = rendered.messages
-    prompt_len = sum(rendered.length(parts) for parts in messages[:-1])
-    target_ids = rendered.ids(messages[-1])
-    keep = cutoff_len - prompt_len
-    while keep > 0:
-        # Decoding and re-encoding can merge across the cut; shorten until the row really fits.
-        text = tokenizer.decode(target_ids[:keep], skip_special_tokens=False)
-        turns = [*data["conversations"][:-1], {"from": "gpt", "value": text}]
-        row = {**data, "conversations": turns, "truncated": True}
-        (tokens,) = measure(tokenizer, template, [to_conversation(row)], cutoff_len)
-        if tokens.total <= cutoff_len:
-            return row
-        keep -= tokens.total - cutoff_len
-    return None
 
 
 def add_parser(subparsers: Any) -> None:
@@ -155,10 +126,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--cutoff-len", type=int, default=15000, help="training cutoff_len (default 15000)")
     parser.add_argument(
         "--overlength",
-        choices=POLICIES,
+        metavar="{keep,drop}",
         default="keep",
-        help="rows over cutoff: keep (ARPO's choice; LLaMA-Factory cuts their tail), drop (to rejects), "
-        "truncate (cut where LLaMA-Factory would, marked truncated: true)",
+        help="rows over cutoff: keep (ARPO's choice; LLaMA-Factory truncates them at cutoff_len itself), "
+        "drop (to the rejects)",
     )
     parser.add_argument(
         "--fix-control-chars",
@@ -170,6 +141,10 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Prepare, then print the accounting."""
+    if args.overlength == "truncate":
+        raise UserError(REMOVED_POLICY)
+    if args.overlength not in POLICIES:
+        raise UserError(f"--overlength {args.overlength}: choose keep or drop")
     if args.cutoff_len < 1:
         raise UserError(f"--cutoff-len {args.cutoff_len}: must be a positive number of tokens")
     if args.input.resolve() == args.output.resolve():
@@ -205,7 +180,6 @@ def report_dict(args: argparse.Namespace, report: Report) -> dict[str, Any]:
         "would_lose_answer": report.answer_cut,
         "would_lose_im_end": report.end_cut,
         "prompt_cut": report.prompt_cut,
-        "truncated": report.truncated,
     }
 
 
@@ -227,6 +201,7 @@ def print_report(args: argparse.Namespace, report: Report) -> None:
     table.add_row(f"rows over cutoff_len {args.cutoff_len}", str(report.over_cutoff))
     table.add_row("  would lose <answer> at training", str(report.answer_cut))
     table.add_row("  would lose <|im_end|> at training", str(report.end_cut))
-    table.add_row(f"  policy: {args.overlength}", f"{report.truncated} truncated" if report.truncated else "")
+    table.add_row("  would lose part of the prompt at training", str(report.prompt_cut))
+    table.add_row(f"  policy: {args.overlength}", POLICY_EFFECT[args.overlength])
     Console().print(table)
     print(f"{report.input_rows} input rows = {report.output_rows} written + {rejected} rejected")

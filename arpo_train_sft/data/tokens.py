@@ -23,6 +23,7 @@ class RowTokens:
     result: int  # assistant tokens inside <result>…</result> spans (ignored by `qwen_mask_results`)
     answer_cut: bool  # the last <answer> (or the whole answer block) falls beyond the cutoff
     end_cut: bool  # the final <|im_end|> falls beyond the cutoff
+    prompt_cut: bool  # a prompt turn loses its tail too (infer_seqlen gives the answer its share first)
     tool_calls: int
 
 
@@ -57,7 +58,7 @@ def measure(tokenizer: Any, template: Any, rows: list[Conversation], cutoff_len:
     for row, messages in zip(rows, batch.messages, strict=True):
         lengths = [batch.length(parts) for parts in messages]
         result_tokens = tool_calls = kept = 0
-        answer_cut = end_cut = False
+        answer_cut = end_cut = prompt_cut = False
         for turn in range(0, len(messages), 2):
             tool_calls += len(_TOOL_CALL.findall(row.messages[turn + 1]["content"]))
             answer_at = None
@@ -72,11 +73,14 @@ def measure(tokenizer: Any, template: Any, rows: list[Conversation], cutoff_len:
                 lengths[turn], lengths[turn + 1], max(cutoff_len - kept, 0)
             )
             kept += source_len + target_len
+            prompt_cut = prompt_cut or source_len < lengths[turn]
             if target_len < lengths[turn + 1]:
                 end_cut = True
                 answer_cut = answer_cut or (answer_at is not None and answer_at >= target_len)
         prompt = sum(lengths[0::2])
-        results.append(RowTokens(sum(lengths), prompt, result_tokens, answer_cut, end_cut, tool_calls))
+        results.append(
+            RowTokens(sum(lengths), prompt, result_tokens, answer_cut, end_cut, prompt_cut, tool_calls)
+        )
     return results
 
 

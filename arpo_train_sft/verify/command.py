@@ -14,7 +14,7 @@ from ..arpo.prompt import ARPO_SYSTEM_PROMPT
 from ..arpo.tags import boxed_answer, format_problems
 from ..atomic import atomic_writer
 from ..errors import UserError
-from .loop import STOP_TAGS, Generate, Limits, Step, run_loop
+from .loop import RESULT_FORMATS, STOP_TAGS, Generate, Limits, ResultFormat, Step, run_loop
 from .sandbox import default_network, run_python
 from .search import LocalCorpusSearch, SearchBackend
 
@@ -46,6 +46,7 @@ class PromptReport:
     python_calls: int
     search_calls: int
     refused_calls: int
+    repeated_queries: int
     stop: str
     new_tokens: int
     elapsed_s: float
@@ -55,10 +56,12 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
-def verify_prompt(prompt: Prompt, generate: Generate, search: SearchBackend, limits: Limits) -> PromptReport:
+def verify_prompt(
+    prompt: Prompt, generate: Generate, search: SearchBackend, limits: Limits, result_format: ResultFormat
+) -> PromptReport:
     """Run one question through the loop and score its trajectory."""
     start = time.monotonic()
-    traj = run_loop(generate, search, limits)
+    traj = run_loop(generate, search, limits, result_format)
     problems = format_problems(traj.text)
     answer = boxed_answer(traj.text)
     correct = (
@@ -66,8 +69,8 @@ def verify_prompt(prompt: Prompt, generate: Generate, search: SearchBackend, lim
     )
     return PromptReport(
         prompt.question, prompt.answer, traj.text, problems, not problems, answer, correct,
-        traj.calls["python"], traj.calls["search"], traj.refused, traj.stop, traj.tokens,
-        round(time.monotonic() - start, 3),
+        traj.calls["python"], traj.calls["search"], sum(traj.refused.values()), traj.repeated, traj.stop,
+        traj.tokens, round(time.monotonic() - start, 3),
     )  # fmt: skip
 
 
@@ -85,6 +88,7 @@ def summarize(reports: list[PromptReport]) -> dict[str, Any]:
         "python_calls": sum(r.python_calls for r in reports),
         "search_calls": sum(r.search_calls for r in reports),
         "refused_calls": sum(r.refused_calls for r in reports),
+        "repeated_queries": sum(r.repeated_queries for r in reports),
         "elapsed_s": round(sum(r.elapsed_s for r in reports), 3),
     }
 
@@ -214,7 +218,8 @@ def print_report(model: Path, reports: list[PromptReport], summary: dict[str, An
     console.print(
         f"format compliance {summary['compliance']:.0%} ({summary['compliant']}/{summary['prompts']}), "
         f"accuracy {accuracy}, tool calls: {summary['python_calls']} python, {summary['search_calls']} search "
-        f"({summary['refused_calls']} over the limit), {summary['elapsed_s']:.1f} s",
+        f"run ({summary['refused_calls']} refused over the limit, {summary['repeated_queries']} repeated "
+        f"queries), {summary['elapsed_s']:.1f} s",
         markup=False,
     )
 
@@ -226,25 +231,29 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verify MODEL on the prompts and print (and optionally save) the report."""
-    if min(args.max_new_tokens, args.max_total_tokens, args.time_limit) <= 0 or args.max_tool_calls < 0:
-        raise UserError(
-            "--max-new-tokens, --max-total-tokens, --time-limit must be > 0; --max-tool-calls >= 0"
-        )
+    if min(args.max_new_tokens, args.max_total_tokens, args.time_limit) <= 0:
+        raise UserError("--max-new-tokens, --max-total-tokens and --time-limit must be > 0")
+    if min(args.max_python_calls, args.max_search_calls) < 0:
+        raise UserError("--max-python-calls and --max-search-calls must be >= 0 (0 refuses every call)")
     model_dir = Path(args.model)
     check_model_dir(model_dir)
     prompts = read_prompts(Path(args.prompts)) if args.prompts else list(DEFAULT_PROMPTS)
     search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
-    limits = Limits(args.max_tool_calls, args.max_new_tokens, args.max_total_tokens, args.time_limit)
+    limits = Limits(max_python_calls=args.max_python_calls, max_search_calls=args.max_search_calls,
+                    max_new_tokens=args.max_new_tokens, max_total_tokens=args.max_total_tokens,
+                    time_limit_s=args.time_limit)  # fmt: skip
+    result_format = RESULT_FORMATS[args.result_format]
     probe = run_python("print(1 + 1)")
     if probe.stdout != "2\n":  # every <python> result would be this failure: say so once, up front
         why = (probe.tool_output() or f"exit status {probe.exit_code}").splitlines()[-1]
         raise UserError(f"the python sandbox cannot run code on this host: {why}")
     factory = load_generator_factory(model_dir)
-    reports = [verify_prompt(p, factory(p.question), search, limits) for p in prompts]
+    reports = [verify_prompt(p, factory(p.question), search, limits, result_format) for p in prompts]
     summary = summarize(reports)
     print_report(model_dir, reports, summary)
     if args.report:
-        settings = {**asdict(limits), "sandbox_network": default_network(), "corpus": args.corpus or "demo"}
+        settings = {**asdict(limits), "result_format": asdict(result_format)}  # the exact bytes appended
+        settings |= {"sandbox_network": default_network(), "corpus": args.corpus or "demo"}
         rows = [asdict(r) for r in reports]
         write_json(
             Path(args.report),
@@ -272,12 +281,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("model", metavar="MODEL", help="Hugging Face model directory (weights, config.json, tokenizer)")
     add("--prompts", metavar="FILE", help="JSONL of questions (default: 5 built-in demo-style questions)")
     for flag, kind, default, what in (
-        ("--max-tool-calls", int, Limits.max_tool_calls, "tool calls per prompt; more are refused"),
+        ("--max-python-calls", int, Limits.max_python_calls, "python calls run per prompt; more are refused"),
+        ("--max-search-calls", int, Limits.max_search_calls, "search calls run per prompt; more are refused"),
         ("--max-new-tokens", int, Limits.max_new_tokens, "tokens per generation call"),
         ("--max-total-tokens", int, Limits.max_total_tokens, "generated tokens per prompt"),
         ("--time-limit", float, Limits.time_limit_s, "seconds per prompt, tools included"),
     ):
         add(flag, type=kind, default=default, metavar="N", help=f"{what} (default: {default:g})")
+    add(
+        "--result-format",
+        choices=tuple(RESULT_FORMATS),
+        default="eval",
+        help="bytes around each tool result: eval = <result>{output}</result> (ARPO's evaluation, which measured "
+        "its published numbers; default), rollout = a space, then <result>\\n{output}\\n</result> (ARPO's RL)",
+    )
     add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
     add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
     p.set_defaults(func=run)

@@ -10,13 +10,36 @@ from .sandbox import run_python
 from .search import SearchBackend, format_pages
 
 STOP_TAGS = ("</python>", "</search>", "</answer>")
-# The bundled demo data lays a call out as "</python>\n<result>\n...\n</result>\n<think>", so the loop
-# writes the same bytes around a real result.
-RESULT = "\n<result>\n{}\n</result>\n"
-LIMIT_REACHED = "The maximum {0} call limit is exceeded. You are not allowed to use {0}."  # ARPO's eval text
+# ARPO's evaluation harness (evaluation/src/sample_processor.py) answers each call with these texts.
+LIMIT_REACHED = {
+    "python": "The maximum python call limit is exceeded. You are not allowed to use python.",
+    "search": "The maximum search limit is exceeded. You are not allowed to search.",
+}
 REPEATED_QUERY = "You have searched this query. Please refer to previous results."
-EMPTY_OUTPUT = "Tool({}) returned empty output."  # ARPO's RL rollout text
 SEARCH_PAGES = 3  # the demo data shows 1-3 pages per search
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """The bytes a tool's output is written back into the assistant text with, right after `</tool>`."""
+
+    name: str
+    layout: str  # `{output}` stands for the tool's output
+    empty: str  # what an empty output becomes; `{tool}` stands for the tool's name
+
+    def wrap(self, tool: str, output: str) -> str:
+        """The text appended after `tool`'s closing tag."""
+        return self.layout.replace("{output}", output or self.empty.replace("{tool}", tool))
+
+
+RESULT_FORMATS = {
+    # ARPO's evaluation harness, which measured its published numbers: no whitespace, empty stays empty.
+    "eval": ResultFormat("eval", "<result>{output}</result>", ""),
+    # ARPO's RL rollout (vllm_rollout_with_tools.py): a leading space and newlines, empty output named.
+    "rollout": ResultFormat(
+        "rollout", " <result>\n{output}\n</result>", "Tool({tool}) returned empty output."
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +57,8 @@ Generate = Callable[[str, int, float], Step]
 
 @dataclass(frozen=True)
 class Limits:
-    max_tool_calls: int = 5
+    max_python_calls: int = 5  # ARPO's evaluation: MAX_PYTHON_TIMES=5
+    max_search_calls: int = 10  # and MAX_SEARCH_TIMES=10
     max_new_tokens: int = 512  # per generation call
     max_total_tokens: int = 4096  # per prompt, all calls together
     time_limit_s: float = 300  # per prompt, generation and tools together
@@ -44,14 +68,24 @@ class Limits:
 @dataclass
 class Trajectory:
     text: str = ""
-    calls: dict[str, int] = field(default_factory=lambda: {"python": 0, "search": 0})
-    refused: int = 0  # calls answered with LIMIT_REACHED instead of running
+    calls: dict[str, int] = field(default_factory=lambda: {"python": 0, "search": 0})  # calls that ran
+    refused: dict[str, int] = field(default_factory=lambda: {"python": 0, "search": 0})  # over the limit
+    repeated: int = 0  # searches for a query already searched, answered with REPEATED_QUERY
     tokens: int = 0
     stop: str = ""  # answer, eos, length, token budget, time budget
 
 
-def run_loop(generate: Generate, search: SearchBackend, limits: Limits) -> Trajectory:
-    """ARPO's inference loop: generate, run each closed <python>/<search> call, append its <result>, repeat."""
+def run_loop(
+    generate: Generate,
+    search: SearchBackend,
+    limits: Limits,
+    result_format: ResultFormat = RESULT_FORMATS["eval"],
+) -> Trajectory:
+    """ARPO's inference loop: generate, run each closed <python>/<search> call, append its <result>, repeat.
+
+    As in ARPO's evaluation, a call over its tool's limit or a repeated query is answered without running
+    and does not count towards the limit.
+    """
     deadline = time.monotonic() + limits.time_limit_s
     traj, queries = Trajectory(), set()
     while True:
@@ -75,19 +109,22 @@ def run_loop(generate: Generate, search: SearchBackend, limits: Limits) -> Traje
         body = traj.text[: -len(tag)]
         start = body.rfind(f"<{tool}>")  # the last opening tag, as ARPO's rollout reads it
         content = body[start + len(tool) + 2 :].strip() if start != -1 else ""
-        traj.calls[tool] += 1
-        if sum(traj.calls.values()) > limits.max_tool_calls:
-            traj.refused += 1
-            output = LIMIT_REACHED.format(tool)
+        limit = limits.max_python_calls if tool == "python" else limits.max_search_calls
+        if traj.calls[tool] >= limit:
+            traj.refused[tool] += 1
+            output = LIMIT_REACHED[tool]
+        elif tool == "search" and content in queries:
+            traj.repeated += 1
+            output = REPEATED_QUERY
         elif tool == "python":
+            traj.calls[tool] += 1
             timeout = min(limits.python_timeout_s, max(1.0, deadline - time.monotonic()))
             output = run_python(content, timeout_s=timeout).tool_output()
-        elif content in queries:
-            output = REPEATED_QUERY
         else:
+            traj.calls[tool] += 1
             queries.add(content)
             output = format_pages(search.search(content, SEARCH_PAGES))
-        traj.text += RESULT.format(output or EMPTY_OUTPUT.format(tool))
+        traj.text += result_format.wrap(tool, output)
 
 
 def _spent(traj: Trajectory, limits: Limits, deadline: float) -> str | None:

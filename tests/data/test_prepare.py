@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from arpo_train_sft import cli
 from arpo_train_sft.data import parity as data_parity
 from arpo_train_sft.data import prepare as data_prepare
 from arpo_train_sft.data import stats as data_stats
@@ -95,10 +96,8 @@ def test_without_the_fix_flag_control_chars_are_kept(messy: Path, model_dir: Pat
     assert "\x08oxed" in read_jsonl(out)[11]["system"]
 
 
-@pytest.mark.parametrize(
-    ("policy", "written", "rejected"), [("keep", 20, 0), ("drop", None, None), ("truncate", 20, 0)]
-)
-def test_length_policies(model_dir: Path, tmp_path: Path, policy: str, written, rejected):
+@pytest.mark.parametrize("policy", ["keep", "drop"])
+def test_length_policies(model_dir: Path, tmp_path: Path, policy: str):
     source = write_jsonl(tmp_path / "raw.jsonl", demo_rows(20))
     out = tmp_path / "out.jsonl"
     cutoff = 400  # demo rows are 308 to 611 tokens
@@ -112,24 +111,66 @@ def test_length_policies(model_dir: Path, tmp_path: Path, policy: str, written, 
     if policy == "drop":
         assert len(rows) == 20 - over and report["rejected_by_reason"] == {"over-cutoff": over}
     else:
-        assert len(rows) == written
-    if policy == "truncate":
-        assert sum(row.get("truncated", False) for row in rows) == over
-        stats = invoke(
-            data_stats, "stats", str(out), "--model", str(model_dir), "--cutoff-len", str(cutoff), "--json"
-        )
-        assert stats == 0
+        assert rows == demo_rows(20) and report["rejected_rows"] == 0
+    assert report["input_rows"] == report["output_rows"] + report["rejected_rows"] == 20
 
 
-def test_truncated_rows_fit_the_cutoff(model_dir: Path, tmp_path: Path, capsys):
-    source = write_jsonl(tmp_path / "raw.jsonl", demo_rows(20))
+def llamafactory_trains(model_dir: Path, rows: list[dict], cutoff_len: int) -> list[tuple[list, list]]:
+    """(input_ids, labels) of each file row, by LLaMA-Factory's own converter and supervised processor."""
+    from llamafactory.data.converter import get_dataset_converter
+    from llamafactory.data.parser import get_dataset_list
+    from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
+    from llamafactory.data.template import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    args = DataArguments(template="qwen", cutoff_len=cutoff_len, dataset_dir=str(DEMO.parents[1]))
+    (attr,) = get_dataset_list(["final_5w4_still"], args.dataset_dir)  # the shipped dataset_info.json
+    converter = get_dataset_converter(attr.formatting, attr, args)
+    template = get_template_and_fix_tokenizer(tokenizer, args)
+    processor = SupervisedDatasetProcessor(
+        template=template, tokenizer=tokenizer, processor=None, data_args=args
+    )
+    aligned = [converter(row) for row in rows]
+    out = processor.preprocess_dataset({key: [row[key] for row in aligned] for key in aligned[0]})
+    return list(zip(out["input_ids"], out["labels"], strict=True))
+
+
+def test_keep_trains_exactly_what_llamafactory_trains_on_the_raw_rows(model_dir: Path, tmp_path: Path):
+    """Oracle: LLaMA-Factory's processor at the same cutoff_len, on the raw file and on the prepared one."""
+    raw = demo_rows(20)
     out = tmp_path / "out.jsonl"
-    invoke(data_prepare, "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir),
-           "--cutoff-len", "400", "--overlength", "truncate")  # fmt: skip
-    capsys.readouterr()
-    invoke(data_stats, "stats", str(out), "--model", str(model_dir), "--cutoff-len", "400", "--json")
-    figures = json.loads(capsys.readouterr().out)
-    assert figures["tokens"]["max"] <= 400 and figures["rows_over_cutoff"] == 0
+    invoke(data_prepare, "prepare", "--input", str(write_jsonl(tmp_path / "raw.jsonl", raw)), "--output",
+           str(out), "--model", str(model_dir), "--cutoff-len", "400")  # fmt: skip
+    trained = llamafactory_trains(model_dir, raw, 400)
+    assert llamafactory_trains(model_dir, read_jsonl(out), 400) == trained
+    # The report's cut counts are what LLaMA-Factory really does to these rows at that cutoff.
+    whole = llamafactory_trains(model_dir, raw, 10**6)
+    ignored = [[sum(label == -100 for label in labels) for _, labels in run] for run in (trained, whole)]
+    target = [[len(labels) - n for (_, labels), n in zip(run, counts, strict=True)]
+              for run, counts in zip((trained, whole), ignored, strict=True)]  # fmt: skip
+    report = json.loads((tmp_path / "out.jsonl.report.json").read_text())
+    assert report["would_lose_im_end"] == sum(a < b for a, b in zip(*target, strict=True)) > 0
+    assert report["prompt_cut"] == sum(a < b for a, b in zip(*ignored, strict=True)) > 0
+    assert report["over_cutoff"] == sum(len(ids) > 400 for ids, _ in whole)
+
+
+def test_truncate_is_gone_and_says_what_to_use(model_dir: Path, tmp_path: Path, capsys):
+    source = write_jsonl(tmp_path / "raw.jsonl", demo_rows(3))
+    argv = ["data", "prepare", "--input", str(source), "--output", str(tmp_path / "out.jsonl"),
+            "--model", str(model_dir)]  # fmt: skip
+    assert cli.main([*argv, "--overlength", "truncate"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "--overlength truncate was removed" in line and "<|im_end|>" in line
+    assert (
+        "--overlength keep (LLaMA-Factory truncates at cutoff_len itself" in line
+        and "--overlength drop" in line
+    )
+    assert cli.main([*argv, "--overlength", "cut"]) == 2
+    assert capsys.readouterr().err == "arpo-sft: error: --overlength cut: choose keep or drop\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.jsonl"]
+    assert "truncate" not in cli.make_parser().parse_args(["data", "prepare", "--model", "m"]).overlength
 
 
 def test_json_array_input_gives_the_same_output(model_dir: Path, tmp_path: Path):

@@ -15,10 +15,11 @@ from arpo_train_sft.demo.model import build_tiny_model
 from arpo_train_sft.errors import UserError
 from arpo_train_sft.verify import command as verify
 from arpo_train_sft.verify.command import Prompt, read_prompts, verify_prompt
-from arpo_train_sft.verify.loop import EMPTY_OUTPUT, LIMIT_REACHED, REPEATED_QUERY, Limits, Step, run_loop
+from arpo_train_sft.verify.loop import LIMIT_REACHED, REPEATED_QUERY, RESULT_FORMATS, Limits, Step, run_loop
 from arpo_train_sft.verify.search import LocalCorpusSearch
 
 ANSWER = "<think> Done. </think>\n<answer>The final answer is \\[ \\boxed{{{}}} \\]</answer>"
+EVAL, ROLLOUT = RESULT_FORMATS["eval"], RESULT_FORMATS["rollout"]
 CORPUS = LocalCorpusSearch(
     [
         "Nairobi is the capital city of Kenya.",
@@ -55,8 +56,9 @@ def test_python_runs_for_real_and_its_output_is_appended_inline() -> None:
         f"<think> Compute it. </think>\n<python>\n{code}\n</python>\n<result>\ninvented\n</result>",
         ANSWER.format(518400),
     )
-    report = verify_prompt(Prompt("What is 10!/7?", " 518400\n"), generate, CORPUS, Limits())
-    expected_call = f"<python>\n{code}\n</python>\n<result>\n518400 True\n</result>\n"
+    report = verify_prompt(Prompt("What is 10!/7?", " 518400\n"), generate, CORPUS, Limits(), EVAL)
+    # ARPO's evaluation appends the result right after the closing tag, with no whitespace around it.
+    expected_call = f"<python>\n{code}\n</python><result>518400 True</result>"
     assert asked[1][0].endswith(expected_call)  # the model continues from the real result, not its own
     assert "invented" not in report.trajectory
     assert report.trajectory == asked[1][0] + ANSWER.format(518400)
@@ -65,38 +67,82 @@ def test_python_runs_for_real_and_its_output_is_appended_inline() -> None:
     assert report.answer == "518400" and report.correct is True
 
 
-def test_a_python_error_returns_the_traceback_and_empty_output_is_named() -> None:
-    generate, asked = scripted("<python>1 / 0</python>", "<python>x = 1</python>", ANSWER.format(0))
+def test_the_rollout_layout_appends_rl_bytes_and_names_empty_output() -> None:
+    pieces = (
+        "<think> a </think>\n<python>print(6 * 7)</python>",
+        "<python>x = 1</python>",
+        ANSWER.format(42),
+    )
+    generate, asked = scripted(*pieces)
+    run_loop(generate, CORPUS, Limits(), ROLLOUT)
+    assert asked[1][0] == "<think> a </think>\n<python>print(6 * 7)</python> <result>\n42\n</result>"
+    assert asked[2][0].endswith(
+        "<python>x = 1</python> <result>\nTool(python) returned empty output.\n</result>"
+    )
+    generate, asked = scripted(*pieces)
+    run_loop(
+        generate, CORPUS, Limits()
+    )  # eval by default: empty output stays empty, as ARPO's harness has it
+    assert asked[1][0].endswith("</python><result>42</result>")
+    assert asked[2][0].endswith("<python>x = 1</python><result></result>")
+
+
+def test_a_python_error_returns_the_traceback() -> None:
+    generate, asked = scripted("<python>1 / 0</python>", ANSWER.format(0))
     traj = run_loop(generate, CORPUS, Limits())
-    assert "ZeroDivisionError" in asked[1][0]
-    assert asked[2][0].endswith(f"<result>\n{EMPTY_OUTPUT.format('python')}\n</result>\n")
-    assert traj.calls == {"python": 2, "search": 0}
+    assert "<result>Traceback" in asked[1][0] and asked[1][0].endswith(
+        "ZeroDivisionError: division by zero</result>"
+    )
+    assert traj.calls == {"python": 1, "search": 0}
 
 
-def test_search_hits_the_local_corpus_and_a_repeated_query_is_refused() -> None:
+def test_search_hits_the_local_corpus_and_a_repeated_query_is_answered_without_counting() -> None:
     generate, asked = scripted(
         "<think> Search. </think>\n<search> capital of Kenya </search>",
         "<search> capital of Kenya </search>",
         ANSWER.format("Nairobi"),
     )
-    report = verify_prompt(Prompt("What is the capital of Kenya?", "Nairobi"), generate, CORPUS, Limits())
-    first_result = asked[1][0].split("<result>\n")[1]
+    report = verify_prompt(
+        Prompt("What is the capital of Kenya?", "Nairobi"), generate, CORPUS, Limits(), EVAL
+    )
+    first_result = asked[1][0].split("</search><result>")[1]
     assert first_result.startswith("Page 1: Nairobi is the capital city of Kenya.\nPage 2: ")
-    assert "Gold" not in first_result  # shares no word with the query
-    assert asked[2][0].endswith(f"<result>\n{REPEATED_QUERY}\n</result>\n")
-    assert (report.search_calls, report.correct, report.compliant) == (2, True, True)
+    assert first_result.endswith("</result>") and "Gold" not in first_result  # shares no word with the query
+    assert asked[2][0].endswith(f"</search><result>{REPEATED_QUERY}</result>")
+    assert (report.search_calls, report.repeated_queries, report.refused_calls) == (1, 1, 0)
+    assert report.correct is True and report.compliant is True
 
 
-def test_the_call_limit_refuses_further_calls_without_running_them() -> None:
-    calls = [f"<python>\nprint('ran {i}')\n</python>" for i in range(3)] + ["<search>gold</search>"]
-    generate, asked = scripted(*calls, ANSWER.format(7))
-    report = verify_prompt(Prompt("q", "8"), generate, CORPUS, Limits(max_tool_calls=2))
-    assert "ran 0" in report.trajectory and "ran 1" in report.trajectory
-    assert "<result>\nran 2" not in report.trajectory
-    assert asked[3][0].endswith(f"<result>\n{LIMIT_REACHED.format('python')}\n</result>\n")
-    assert report.trajectory.count(LIMIT_REACHED.format("search")) == 1
-    assert (report.python_calls, report.search_calls, report.refused_calls) == (3, 1, 2)
+def test_each_tool_has_its_own_limit_and_refused_calls_are_not_counted() -> None:
+    python = [f"<python>\nprint('ran {i}')\n</python>" for i in range(3)]
+    search = [
+        "<search>gold</search>",
+        "<search>gold</search>",
+        "<search>Kenya</search>",
+        "<search>Canada</search>",
+    ]
+    generate, asked = scripted(python[0], *search[:2], python[1], python[2], *search[2:], ANSWER.format(7))
+    report = verify_prompt(
+        Prompt("q", "8"), generate, CORPUS, Limits(max_python_calls=2, max_search_calls=2), EVAL
+    )
+    assert "<result>ran 0</result>" in report.trajectory and "<result>ran 1</result>" in report.trajectory
+    assert "ran 2</result>" not in report.trajectory
+    assert asked[5][0].endswith(f"print('ran 2')\n</python><result>{LIMIT_REACHED['python']}</result>")
+    # the repeated "gold" did not use up a search: "Kenya" still ran, "Canada" was the one over the limit
+    assert "<search>Kenya</search><result>Page 1: Nairobi" in report.trajectory
+    assert asked[7][0].endswith(
+        "<search>Canada</search><result>The maximum search limit is exceeded. You are not allowed to search.</result>"
+    )
+    assert (
+        LIMIT_REACHED["python"]
+        == "The maximum python call limit is exceeded. You are not allowed to use python."
+    )
+    assert (report.python_calls, report.search_calls) == (2, 2)  # the calls that ran
+    assert (report.refused_calls, report.repeated_queries) == (2, 1)
     assert report.answer == "7" and report.correct is False
+    generate, asked = scripted("<python>print(1)</python>", ANSWER.format(1))
+    traj = run_loop(generate, CORPUS, Limits(max_python_calls=0))
+    assert traj.calls["python"] == 0 and traj.refused == {"python": 1, "search": 0}
 
 
 def test_stop_reasons_and_the_token_budget() -> None:
@@ -142,6 +188,19 @@ def test_a_corpus_file_loads_as_jsonl_or_plain_text(tmp_path: Path) -> None:
     assert LocalCorpusSearch.demo().search("capital of Kenya", 1) == ["Nairobi is the capital city of Kenya."]
 
 
+def test_the_tool_flags_parse_and_bad_limits_exit_2(capsys) -> None:
+    args = parse("m")
+    assert (args.result_format, args.max_python_calls, args.max_search_calls) == ("eval", 5, 10)
+    args = parse("m", "--result-format", "rollout", "--max-python-calls", "0", "--max-search-calls", "3")
+    assert (args.result_format, args.max_python_calls, args.max_search_calls) == ("rollout", 0, 3)
+    assert cli.main(["verify", "m", "--max-search-calls", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "arpo-sft: error: --max-python-calls and --max-search-calls must be >= 0 (0 refuses every call)\n"
+    )
+    with pytest.raises(SystemExit):
+        parse("m", "--result-format", "chat")
+
+
 def test_a_model_without_a_tokenizer_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
     model = tmp_path / "checkpoint-30"
     model.mkdir()
@@ -179,3 +238,6 @@ def test_verify_runs_the_tiny_model_and_writes_the_report(tiny_model: Path, tmp_
         assert row["compliant"] == (row["problems"] == [])
         assert row["stop"] in {"answer", "eos", "length", "token budget", "time budget"}
     assert rows[1]["correct"] is None and report["settings"]["max_new_tokens"] == 6
+    settings = report["settings"]
+    assert (settings["max_python_calls"], settings["max_search_calls"]) == (5, 10)
+    assert settings["result_format"] == {"name": "eval", "layout": "<result>{output}</result>", "empty": ""}
