@@ -16,7 +16,7 @@ if command -v arpo-sft >/dev/null 2>&1; then
 elif [[ -x "$repo/.venv/bin/arpo-sft" ]]; then
     arpo_sft=("$repo/.venv/bin/arpo-sft")
 else
-    echo "sft_train.sh: error: arpo-sft is not installed; run \`make install\` (or \`pip install -e .\`) in $repo" >&2
+    echo "sft_train.sh: error: arpo-sft is not on PATH; activate the environment you installed arpo-train-sft into (in a checkout: \`make install\`)" >&2
     exit 2
 fi
 
