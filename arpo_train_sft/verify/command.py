@@ -15,7 +15,7 @@ from ..arpo.tags import boxed_answer, format_problems
 from ..atomic import atomic_writer
 from ..errors import UserError
 from .loop import STOP_TAGS, Generate, Limits, Step, run_loop
-from .sandbox import default_network, run_python
+from .sandbox import WEAK_FLAG, isolation_problem, run_python
 from .search import LocalCorpusSearch, SearchBackend
 
 
@@ -234,8 +234,11 @@ def run(args: argparse.Namespace) -> int:
     check_model_dir(model_dir)
     prompts = read_prompts(Path(args.prompts)) if args.prompts else list(DEFAULT_PROMPTS)
     search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
-    limits = Limits(args.max_tool_calls, args.max_new_tokens, args.max_total_tokens, args.time_limit)
-    probe = run_python("print(1 + 1)")
+    limits = Limits(args.max_tool_calls, args.max_new_tokens, args.max_total_tokens, args.time_limit,
+                    allow_weak_sandbox=args.allow_weak_sandbox)  # fmt: skip
+    probe = run_python("print(1 + 1)", allow_weak=args.allow_weak_sandbox)  # refuses where it cannot isolate
+    if probe.mode == "weak":
+        print(f"arpo-sft: warning: weak python sandbox ({isolation_problem()}), as {WEAK_FLAG} allows")
     if probe.stdout != "2\n":  # every <python> result would be this failure: say so once, up front
         why = (probe.tool_output() or f"exit status {probe.exit_code}").splitlines()[-1]
         raise UserError(f"the python sandbox cannot run code on this host: {why}")
@@ -244,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(reports)
     print_report(model_dir, reports, summary)
     if args.report:
-        settings = {**asdict(limits), "sandbox_network": default_network(), "corpus": args.corpus or "demo"}
+        settings = {**asdict(limits), "sandbox_mode": probe.mode, "corpus": args.corpus or "demo"}
         rows = [asdict(r) for r in reports]
         write_json(
             Path(args.report),
@@ -260,8 +263,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="run a model through ARPO's tool loop on a few questions; report format compliance and answers",
         description="Generate greedily with MODEL's own chat template and ARPO's system prompt, as ARPO's\n"
-        "inference does: each <python> call runs in a sandbox (fresh process and temp dir, memory, CPU\n"
-        "and process limits, no network), each <search> call against a local corpus, and its <result>\n"
+        "inference does: each <python> call runs in a sandbox (see `arpo-sft sandbox run --help`; no\n"
+        "network, no host files), each <search> call against a local corpus, and its <result>\n"
         "is appended inline before generation continues. Reports per prompt: format compliance (ARPO's\n"
         "tag rules), tool calls, the \\boxed{} answer, whether it matches the reference, time taken.",
         epilog="example:\n  arpo-sft verify checkpoints/qwen2.5-7b-sft --prompts prompts.jsonl --report verify.json\n"
@@ -280,4 +283,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         add(flag, type=kind, default=default, metavar="N", help=f"{what} (default: {default:g})")
     add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
     add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
+    add(WEAK_FLAG, action="store_true", help="where the host allows no namespaces, run model code anyway with "
+        "rlimits, nobody and the socket module disabled (host files readable, ctypes sockets work); exit 3 "
+        "otherwise. The report records sandbox_mode")  # fmt: skip
     p.set_defaults(func=run)

@@ -39,6 +39,7 @@ class Limits:
     max_total_tokens: int = 4096  # per prompt, all calls together
     time_limit_s: float = 300  # per prompt, generation and tools together
     python_timeout_s: float = 10
+    allow_weak_sandbox: bool = False  # run python where the sandbox cannot isolate it (see sandbox.py)
 
 
 @dataclass
@@ -81,7 +82,7 @@ def run_loop(generate: Generate, search: SearchBackend, limits: Limits) -> Traje
             output = LIMIT_REACHED.format(tool)
         elif tool == "python":
             timeout = min(limits.python_timeout_s, max(1.0, deadline - time.monotonic()))
-            output = run_python(content, timeout_s=timeout).tool_output()
+            output = run_python(content, timeout, allow_weak=limits.allow_weak_sandbox).tool_output()
         elif content in queries:
             output = REPEATED_QUERY
         else:

@@ -1,8 +1,10 @@
-"""Run model-written python the way ARPO's python tool does, in a fresh, limited, network-less subprocess.
+"""Run model-written python the way ARPO's python tool does, isolated from the host.
 
-Linux only. The parent starts `sandbox_child.py` as a script; the child applies the limits to itself,
-then runs the snippet. No `preexec_fn`: forking a threaded parent (torch) and running Python
-before exec can deadlock.
+Linux only. The parent starts `sandbox_child.py` as a script (no `preexec_fn`: forking a threaded parent,
+torch, and running Python before exec can deadlock); the child isolates and limits itself. Isolated mode:
+new mount, PID, network, IPC and UTS namespaces, a root holding only `visible_paths()` read-only and a
+size-limited scratch /tmp, no capability, resource limits. Weak mode, where the host allows no namespaces,
+only when asked for (`allow_weak=True`): resource limits, nobody, a patched socket module, descendants killed.
 """
 
 from __future__ import annotations
@@ -14,33 +16,44 @@ import pwd
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import EXIT_ENVIRONMENT, UserError
 from . import sandbox_child
-from .sandbox_child import NO_NAMESPACE
 
 OUTPUT_LIMIT = 4000  # characters kept of stdout and of stderr each
 TRUNCATED = "\n... [output truncated after {limit} characters]"
-NETWORK_MODES = ("auto", "namespace", "block")  # "block": make socket creation raise inside the child
+SCRATCH_MB = 64  # the snippet's whole writable disk (a tmpfs, so host memory), files included
+BACKSTOP_S = 5  # after the child's own wall-clock limit, the parent kills its process group itself
+SETUP_FAILED = 87  # SandboxResult.exit_code when the sandbox could not be built
+# What the sandbox sees of the host besides this interpreter's prefixes: programs and shared libraries.
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
+WEAK_FLAG = "--allow-weak-sandbox"
+
+
+class IsolationUnavailable(UserError):
+    """This host cannot isolate model-written code, and the caller did not accept the weaker mode."""
+
+    exit_code = EXIT_ENVIRONMENT
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    """What one snippet did; `network` says how it was cut off: "namespace" or "block" (sockets raise)."""
+    """What one snippet did; `mode` is "isolated", or "weak" (no namespaces: see the module docstring)."""
 
     stdout: str
     stderr: str
     exit_code: int
     timed_out: bool
     killed_reason: str | None
-    network: str
-    pid: int  # also its process group id
+    mode: str
+    pid: int  # the child's, also its process group id
 
     def tool_output(self) -> str:
         """What ARPO's python tool shows the model: stdout, or stderr (and why it was stopped) on failure."""
@@ -50,56 +63,92 @@ class SandboxResult:
         return "\n".join(part for part in (self.stderr.strip(), stopped) if part)
 
 
-def run_python(
-    code: str, timeout_s: float = 10, memory_mb: int = 1024, cpu_s: int = 10, network: str = "auto"
-) -> SandboxResult:
-    """Run `code` in a fresh interpreter and temporary directory; `network="auto"` means `default_network()`."""
-    if network not in NETWORK_MODES:
-        raise ValueError(f"network must be one of {NETWORK_MODES}, not {network!r}")
-    mode = default_network() if network == "auto" else network
-    return _launch(code, timeout_s, {"memory_mb": memory_mb, "cpu_s": cpu_s}, mode)
-
-
 @functools.cache
-def default_network() -> str:
-    """Return "namespace" where this host lets the child make a network namespace, else "block" (asked once)."""
-    probe = _launch("import math", 10, {"memory_mb": 1024, "cpu_s": 10}, "namespace")
-    return "namespace" if probe.exit_code == 0 else "block"
+def isolation_problem() -> str | None:
+    """None where this host lets the sandbox isolate code, else the step that failed and why (asked once)."""
+    probe = _launch("print('ok')", 10, {"memory_mb": 1024, "cpu_s": 10, "scratch_mb": 1}, isolate=True)
+    if probe.stdout == "ok\n":
+        return None
+    return (probe.stderr.strip() or probe.killed_reason or f"exit status {probe.exit_code}").splitlines()[-1]
 
 
-def _launch(code: str, timeout_s: float, limits: dict[str, int], network: str) -> SandboxResult:
-    root = Path(tempfile.mkdtemp(prefix="arpo-sandbox-"))
+def run_python(
+    code: str, timeout_s: float = 10, memory_mb: int = 1024, cpu_s: int = 10, scratch_mb: int = SCRATCH_MB,
+    *, allow_weak: bool = False, probe: Callable[[], str | None] | None = None,
+) -> SandboxResult:  # fmt: skip
+    """Run `code` in a fresh sandbox; raise IsolationUnavailable where isolation is unavailable.
+
+    `allow_weak=True` runs it in weak mode there instead. `probe` (default `isolation_problem`) is
+    injectable so that the refusal and the weak mode can be exercised on a host that isolates.
+    """
+    problem = (probe or isolation_problem)()
+    if problem and not allow_weak:
+        raise IsolationUnavailable(
+            f"the python sandbox cannot isolate model-written code on this host ({problem}); run where "
+            f"unprivileged or root namespaces are allowed, or pass {WEAK_FLAG} to accept a weaker sandbox "
+            "(resource limits, no root, socket module disabled, but host files readable and ctypes sockets open)"
+        )
+    limits = {"memory_mb": memory_mb, "cpu_s": cpu_s, "scratch_mb": scratch_mb}
+    return _launch(code, timeout_s, limits, isolate=problem is None)
+
+
+def visible_paths() -> list[str]:
+    """The host paths the sandbox sees, all read-only: system programs and libraries, and this interpreter."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths = {*SYSTEM_PATHS, *map(os.path.abspath, prefixes), *map(os.path.realpath, prefixes)}
+    existing = sorted(p for p in paths if os.path.lexists(p))
+    dirs = [p for p in existing if os.path.isdir(p) and not os.path.islink(p)]
+    return [p for p in existing if not any(p.startswith(d + "/") for d in dirs)]  # inside one: no own mount
+
+
+def _launch(code: str, timeout_s: float, limits: dict[str, int], isolate: bool) -> SandboxResult:
+    base = Path(tempfile.mkdtemp(prefix="arpo-sandbox-"))
+    status_read, status_write = os.pipe()
     try:
-        work = root / "work"
+        work, root = base / "work", base / "root"
         work.mkdir()
-        (root / "snippet.py").write_text(code, encoding="utf-8")
-        config = {**limits, "code": str(root / "snippet.py"), "network": network, "user": None}
-        if os.geteuid() == 0:  # root ignores RLIMIT_NPROC and may write anywhere: run as nobody instead
-            uid, gid = _nobody()
-            config["user"] = {"uid": uid, "gid": gid, "keep_read": _interpreter_hidden()}
+        root.mkdir()
+        (base / "snippet.py").write_text(code, encoding="utf-8")
+        uid, gid = _nobody() if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        if os.geteuid() == 0:  # the weak mode's snippet runs as nobody in `work`
             os.chown(work, uid, gid)
-            root.chmod(0o711)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work),
+            base.chmod(0o711)
+        home = "/tmp" if isolate else str(work)
+        config = {**limits, "code": str(base / "snippet.py"), "isolate": isolate, "timeout_s": timeout_s,
+                  "uid": uid, "gid": gid, "root": str(root), "work": str(work), "visible": visible_paths(),
+                  "status_fd": status_write}  # fmt: skip
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home,
                "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg",
                # BLAS pools would spend the task allowance on threads the snippet never asked for.
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
         argv = [sys.executable, "-I", "-u", str(Path(sandbox_child.__file__).resolve()), json.dumps(config)]
-        deadline = time.monotonic() + timeout_s
         with subprocess.Popen(
-            argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
+            argv, cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True, pass_fds=(status_write,),
         ) as proc:  # fmt: skip
+            os.close(status_write)
+            status_write = -1
             try:
-                out, err, timed_out = _collect(proc, deadline)
+                out, err, backstop = _collect(proc, time.monotonic() + timeout_s + BACKSTOP_S)
             finally:
                 _kill_group(proc.pid)
+        with os.fdopen(status_read) as status_file:
+            status_read = -1
+            text = status_file.read()
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-    status = proc.returncode
-    if status == NO_NAMESPACE and network == "namespace":
-        err = "sandbox: could not create a network namespace here; use network='block'\n" + err
-    reason = _killed_reason(status, timed_out, timeout_s)
-    return SandboxResult(out, err, status, timed_out, reason, network, proc.pid)
+        for fd in (status_read, status_write):
+            if fd >= 0:
+                os.close(fd)
+        shutil.rmtree(base, ignore_errors=True)
+    status = json.loads(text) if text else {"timeout": True} if backstop else {"exit": proc.returncode}
+    mode = "isolated" if isolate else "weak"
+    if "setup" in status:
+        err = f"sandbox: could not be built: {status['setup']}\n" + err
+        return SandboxResult(out, err, SETUP_FAILED, False, None, mode, proc.pid)
+    timed_out = "timeout" in status
+    exit_code = -signal.SIGKILL if timed_out else status["exit"]
+    reason = _killed_reason(exit_code, timed_out, timeout_s)
+    return SandboxResult(out, err, exit_code, timed_out, reason, mode, proc.pid)
 
 
 def _collect(proc: subprocess.Popen, deadline: float) -> tuple[str, str, bool]:
@@ -176,12 +225,3 @@ def _nobody() -> tuple[int, int]:
     except KeyError:
         return 65534, 65534  # the overflow id every Linux reserves for it
     return entry.pw_uid, entry.pw_gid
-
-
-def _interpreter_hidden() -> bool:
-    """Whether nobody lacks access to this interpreter's files (e.g. pyenv under a 0700 /root)."""
-    for prefix in {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}:
-        for folder in (prefix, *prefix.parents):
-            if not folder.stat().st_mode & stat.S_IXOTH:
-                return True
-    return False

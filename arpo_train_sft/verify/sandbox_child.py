@@ -1,72 +1,188 @@
-"""The sandbox's child: `python -I -u sandbox_child.py CONFIG` limits itself, then runs the snippet.
+"""The sandbox's child: `python -I -u sandbox_child.py CONFIG` isolates and limits a snippet, then runs it.
 
-Run as a script in isolated mode, so it imports nothing from the package: what the parent needs of it
-(limits, exit statuses) it imports from here.
+Three processes. This one (the supervisor) stays outside the namespaces, enforces the wall clock and writes
+one JSON status line to the parent. Isolated mode: it forks an init (PID 1 of a new PID namespace) that
+builds the root, drops every privilege, applies the limits and forks the snippet; when init exits the
+kernel kills everything left in the namespace. Weak mode (no namespaces): it forks the snippet itself as a
+child subreaper, patches the socket module, and kills every descendant afterwards.
+Run as a script with `python -I`, so it imports nothing from the package but its sibling sandbox_jail.py;
+what the parent needs of it (limits) it imports from here.
 """
 
 from __future__ import annotations
 
 import ast
-import ctypes
 import json
 import linecache
 import os
 import resource
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 FILE_LIMIT_MB = 32  # the largest file the snippet may write
 OPEN_FILES = 64
 EXTRA_TASKS = 32  # processes/threads the snippet may add to what its user already runs: a fork bomb fails
 SNIPPET = "<python>"  # the file name tracebacks show
-NO_NAMESPACE = 86  # the exit status when told to make a network namespace and it could not
-SETUP_FAILED = 87  # ... and when it could not drop root
-_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
-_PR_SET_KEEPCAPS, _PR_SET_NO_NEW_PRIVS = 8, 38
-_CAP_V3, _CAP_DAC_READ_SEARCH = 0x20080522, 2
+KILL_GIVE_UP_S = 5
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 1, 4, 36
 
 
 def main(config: dict) -> None:
+    import sandbox_jail as jail  # a sibling file: this script runs with -I, so put its folder on the path
+
     code = Path(config["code"]).read_text(encoding="utf-8")
-    libc = ctypes.CDLL(None, use_errno=True)
-    user = config["user"]
-    uid = user["uid"] if user else os.getuid()
+    as_root = os.geteuid() == 0
+    status = os.fdopen(config["status_fd"], "w")
+    tasks = _tasks_of(config["uid"]) + EXTRA_TASKS
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # so _wait() can sleep on it
+    if config["isolate"]:
+        last_cap = _last_cap()  # read now: the jail has no /proc
+        try:
+            jail.enter(as_root)
+        except jail.SetupError as err:
+            _report(status, {"setup": str(err)})
+            return
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status.close()
+            os.close(reader)
+            _init(jail, config, code, tasks, last_cap, writer)
+        os.close(writer)
+    else:
+        _call_prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of a setsid()ed grandchild come back here
+        _call_prctl(_PR_SET_DUMPABLE, 0)  # a same-user snippet must not ptrace its way around the kill
+        pid = os.fork()
+        if pid == 0:
+            status.close()
+            _weak_snippet(jail, config, code, tasks, as_root)
+    outcome = _wait(pid, time.monotonic() + config["timeout_s"])
+    if outcome is None:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        message = {"timeout": True}
+    elif config["isolate"]:
+        with os.fdopen(reader) as report:
+            text = report.read()  # empty when init itself was killed, and the namespace with it
+        message = json.loads(text) if text else {"exit": os.waitstatus_to_exitcode(outcome)}
+    else:
+        message = {"exit": os.waitstatus_to_exitcode(outcome)}
+    if not config["isolate"]:
+        _kill_descendants()
+    _report(status, message)
+
+
+def _init(jail, config: dict, code: str, tasks: int, last_cap: int, writer: int) -> None:
+    """PID 1 of the sandbox: build the jail, become nobody, fork the snippet and report how it ended."""
+    report = os.fdopen(writer, "w")
+    try:
+        uid, gid, root = config["uid"], config["gid"], Path(config["root"])
+        jail.build_root(root, config["visible"], config["scratch_mb"], uid, gid)
+        jail.pivot(root)
+        jail.drop_privileges(uid, gid, os.geteuid() == 0, last_cap)
+    except (jail.SetupError, OSError) as err:
+        report.write(json.dumps({"setup": str(err)}))
+        report.close()
+        os._exit(1)
+    _call_prctl(_PR_SET_DUMPABLE, 0)  # the snippet (same uid) cannot ptrace init to escape its limits
+    _call_prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor gone, the whole namespace goes
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # PID 1 ignores signals it has no handler for
+    _limit(config, tasks)
+    pid = os.fork()
+    if pid == 0:
+        report.close()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        os.environ.update(HOME="/tmp", TMPDIR="/tmp")
+        _run_snippet(code)
+    _, wait_status = os.waitpid(pid, 0)
+    report.write(json.dumps({"exit": os.waitstatus_to_exitcode(wait_status)}))
+    report.close()
+    os._exit(0)
+
+
+def _weak_snippet(jail, config: dict, code: str, tasks: int, as_root: bool) -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    os.setpgid(0, 0)
+    _block_sockets()  # before dropping root: nobody may not be able to read the interpreter's files
+    try:
+        if as_root:
+            jail.drop_privileges(config["uid"], config["gid"], True, _last_cap())
+        else:
+            jail.no_new_privileges()
+    except jail.SetupError as err:
+        sys.stderr.write(f"sandbox: {err}\n")
+        os._exit(1)
+    os.chdir(config["work"])
+    _limit(config, tasks)
+    _run_snippet(code)
+
+
+def _limit(config: dict, tasks: int) -> None:
     megabyte = 1024 * 1024
     for limit, value in (
         (resource.RLIMIT_AS, config["memory_mb"] * megabyte),
         (resource.RLIMIT_FSIZE, FILE_LIMIT_MB * megabyte),
         (resource.RLIMIT_NOFILE, OPEN_FILES),
-        (resource.RLIMIT_NPROC, _tasks_of(uid) + EXTRA_TASKS),
+        (resource.RLIMIT_NPROC, tasks),
         (resource.RLIMIT_CORE, 0),
     ):
         resource.setrlimit(limit, (value, value))
     # SIGXCPU at the soft limit reports itself; the hard limit one second later is SIGKILL.
     resource.setrlimit(resource.RLIMIT_CPU, (config["cpu_s"], config["cpu_s"] + 1))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead of killing
-    if config["network"] == "namespace" and not _new_network_namespace(libc, as_root=bool(user)):
-        os._exit(NO_NAMESPACE)
-    if user:
+
+
+def _wait(pid: int, deadline: float) -> int | None:
+    """The wait status of child `pid`, or None once `deadline` passes first."""
+    while True:
+        done, wait_status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return wait_status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        signal.sigtimedwait({signal.SIGCHLD}, min(left, 1.0))
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process left below this one (a subreaper, so orphans are its children) and reap them."""
+    me, give_up = str(os.getpid()), time.monotonic() + KILL_GIVE_UP_S
+    while time.monotonic() < give_up:
+        for entry in os.scandir("/proc"):
+            try:
+                if entry.name.isdigit() and _parent_of(entry.path) == me:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, IndexError):
+                continue  # it ended while we looked
         try:
-            _drop_root(libc, uid, user["gid"], keep_read=user["keep_read"])
-        except OSError as err:
-            sys.stderr.write(
-                f"sandbox: cannot switch from root to uid {uid} ({err}); run as a non-root user\n"
-            )
-            os._exit(SETUP_FAILED)
-    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid binary can hand root back
-    if config["network"] == "block":
-        _block_sockets()
-    _run_snippet(code)
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            return  # no child left, not even a zombie
+        time.sleep(0.01)
 
 
-def _new_network_namespace(libc: ctypes.CDLL, as_root: bool) -> bool:
-    if libc.unshare(_CLONE_NEWNET) == 0:
-        return True
-    # An unprivileged user may still make one inside a user namespace of its own; root is about to drop to
-    # nobody, which an unmapped user namespace would refuse.
-    return not as_root and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0
+def _parent_of(proc_dir: str) -> str:
+    return Path(proc_dir, "stat").read_text().rsplit(")", 1)[1].split()[1]
+
+
+def _last_cap() -> int:
+    return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+
+
+def _call_prctl(option: int, value: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
+
+
+def _report(status, message: dict) -> None:
+    status.write(json.dumps(message) + "\n")
+    status.close()
 
 
 def _tasks_of(uid: int) -> int:
@@ -82,35 +198,8 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-def _drop_root(libc: ctypes.CDLL, uid: int, gid: int, keep_read: bool) -> None:
-    """Become `uid`; keep only the right to read files, and only if the interpreter needs it."""
-    header, caps = _CapHeader(_CAP_V3, 0), (_CapData * 2)()
-    libc.capget(ctypes.byref(header), caps)
-    keep = caps[0].permitted & (1 << _CAP_DAC_READ_SEARCH) if keep_read else 0
-    libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0)
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    caps[0].effective = caps[0].permitted = keep
-    caps[0].inheritable = caps[1].effective = caps[1].permitted = caps[1].inheritable = 0
-    if libc.capset(ctypes.byref(header), caps) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
-
-
 def _block_sockets() -> None:
-    """The fallback when no namespace is allowed: every way the stdlib makes a socket raises."""
+    """Weak mode's only network barrier: every way the socket module makes a socket raises (ctypes does not)."""
     import _socket
     import socket
 
@@ -122,8 +211,9 @@ def _block_sockets() -> None:
     socket.socketpair = socket.fromfd = _socket.socketpair = refuse
 
 
-def _run_snippet(code: str) -> None:
+def _run_snippet(code: str) -> NoReturn:
     """Run `code` as __main__; if it never calls print, print its last bare expression, as ARPO's tool does."""
+    os.closerange(3, 1024)  # only stdin, stdout and stderr reach the snippet
     linecache.cache[SNIPPET] = (len(code), None, code.splitlines(keepends=True), SNIPPET)
     sys.argv = [SNIPPET]
     try:
@@ -144,7 +234,9 @@ def _run_snippet(code: str) -> None:
         assert err.__traceback__ is not None
         traceback.print_exception(type(err), err, err.__traceback__.tb_next)  # drop this function's frame
         sys.exit(1)
+    sys.exit(0)  # up through the supervisor's frames to a normal interpreter exit: flush, atexit, threads
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main(json.loads(sys.argv[1]))
