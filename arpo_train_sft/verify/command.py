@@ -284,6 +284,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
     add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
     add(WEAK_FLAG, action="store_true", help="where the host allows no namespaces, run model code anyway with "
-        "rlimits, nobody and the socket module disabled (host files readable, ctypes sockets work); exit 3 "
-        "otherwise. The report records sandbox_mode")  # fmt: skip
+        "rlimits, nobody and the socket module disabled (host files readable, ctypes sockets work); without "
+        "it verify exits 3 there. The report records sandbox_mode")  # fmt: skip
     p.set_defaults(func=run)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .loop import Limits
-from .sandbox import WEAK_FLAG, isolation_problem, run_python
+from .sandbox import SCRATCH_MB, WEAK_FLAG, isolation_problem, run_python
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run FILE.py as one <python> tool call and print what its <result> would hold",
         description="Run FILE.py exactly as `arpo-sft verify` runs a <python> call: own mount, PID and\n"
         "network namespaces, a read-only root holding only the system libraries and this interpreter,\n"
-        "a 64 MB scratch /tmp, no privileges, memory/CPU/process/file-size limits. Prints what the tool\n"
-        "loop would put inside <result>: stdout, or stderr and why it stopped on failure. Exit status:\n"
-        "0 when the sandbox ran (whatever the code did), 3 when this host cannot isolate it.",
+        f"a {SCRATCH_MB} MB scratch /tmp, no privileges, memory/CPU/process/file-size limits. Prints\n"
+        "what the tool loop would put inside <result>: stdout, or stderr and why it stopped on failure.\n"
+        "Exit status: 0 when the sandbox ran (whatever the code did), 3 when this host cannot isolate it.",
         epilog="example:\n  arpo-sft sandbox run attack.py --timeout 5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

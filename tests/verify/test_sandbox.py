@@ -19,13 +19,11 @@ from arpo_train_sft.verify.sandbox_child import FILE_LIMIT_MB
 SLACK_S = 10
 
 
-def _host_refuses() -> str | None:
-    """Why the host itself refuses the namespaces, if it does; any later failure is a bug and must fail tests."""
-    problem = isolation_problem()
-    return problem if problem and " namespace" in problem else None
-
-
-pytestmark = pytest.mark.skipif(bool(_host_refuses()), reason=f"no namespaces here: {_host_refuses()}")
+# Skipped only where the host itself refuses to make namespaces; a failure in any later step is a bug.
+problem = isolation_problem()
+pytestmark = pytest.mark.skipif(
+    bool(problem and " namespace" in problem), reason=f"the host refuses namespaces: {problem}"
+)
 
 
 def _survivors(pgid: int) -> list[str]:
