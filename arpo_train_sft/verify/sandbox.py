@@ -84,9 +84,11 @@ def run_python(
     problem = (probe or isolation_problem)()
     if problem and not allow_weak:
         raise IsolationUnavailable(
-            f"the python sandbox cannot isolate model-written code on this host ({problem}); run where "
-            f"unprivileged or root namespaces are allowed, or pass {WEAK_FLAG} to accept a weaker sandbox "
-            "(resource limits, no root, socket module disabled, but host files readable and ctypes sockets open)"
+            f"the python sandbox cannot isolate model-written code on this host ({problem}); let this process "
+            "create namespaces (root: CAP_SYS_ADMIN and seccomp/AppArmor profiles that permit unshare, mount and "
+            f"pivot_root; others: unprivileged user namespaces), or pass {WEAK_FLAG} to accept a weaker sandbox "
+            "(resource limits, no root, socket module disabled; but the files its user can read are readable "
+            "and ctypes sockets connect)"
         )
     limits = {"memory_mb": memory_mb, "cpu_s": cpu_s, "scratch_mb": scratch_mb}
     return _launch(code, timeout_s, limits, isolate=problem is None)

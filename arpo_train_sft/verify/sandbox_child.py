@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 FILE_LIMIT_MB = 32  # the largest file the snippet may write
@@ -76,7 +77,7 @@ def main(config: dict) -> None:
     _report(status, message)
 
 
-def _init(jail, config: dict, code: str, tasks: int, last_cap: int, writer: int) -> None:
+def _init(jail: ModuleType, config: dict, code: str, tasks: int, last_cap: int, writer: int) -> NoReturn:
     """PID 1 of the sandbox: build the jail, become nobody, fork the snippet and report how it ended."""
     report = os.fdopen(writer, "w")
     try:
@@ -104,9 +105,8 @@ def _init(jail, config: dict, code: str, tasks: int, last_cap: int, writer: int)
     os._exit(0)
 
 
-def _weak_snippet(jail, config: dict, code: str, tasks: int, as_root: bool) -> None:
+def _weak_snippet(jail: ModuleType, config: dict, code: str, tasks: int, as_root: bool) -> NoReturn:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    os.setpgid(0, 0)
     _block_sockets()  # before dropping root: nobody may not be able to read the interpreter's files
     try:
         if as_root:
