@@ -8,15 +8,16 @@ import sys
 from .checkpoint import export, plot
 from .data import check, download, parity, prepare, stats
 from .demo import model
-from .errors import EXIT_USER_ERROR, UserError
+from .errors import UserError
 from .presets import init
 from .train import command as train
 from .verify import command as verify
+from .verify.sandbox import command as sandbox
 
 # Each module adds one subcommand with `add_parser(subparsers)` and imports only the standard library at
 # module level, so building the whole parser (and `--help`) stays instant.
 DATA_COMMANDS = (download, check, prepare, stats, parity)
-TOP_COMMANDS = (init, train, model, export, verify, plot)
+TOP_COMMANDS = (init, train, model, export, verify, sandbox, plot)
 
 EPILOG = """examples:
   arpo-sft init arpo-run                            presets, DeepSpeed configs, demo data and sft_train.sh
@@ -27,6 +28,7 @@ EPILOG = """examples:
   arpo-sft plot checkpoints/demo-cpu                loss, learning rate and grad norm in one PNG
   arpo-sft export checkpoints/demo-cpu/checkpoint-50 exported/demo   ZeRO shards -> safetensors model
   arpo-sft verify exported/demo                     ARPO's tool loop on a model: format, tool calls, answers
+  arpo-sft sandbox run attack.py                    what verify's python sandbox makes of one file
 """
 
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         for line in err.problems:
             print(f"arpo-sft: error: {line}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return err.exit_code
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from ..arpo.prompt import ARPO_SYSTEM_PROMPT
 from ..arpo.tags import boxed_answer, format_problems
-from ..atomic import atomic_writer
 from ..errors import UserError
 from .loop import RESULT_FORMATS, STOP_TAGS, Generate, Limits, ResultFormat, Step, run_loop
-from .sandbox import default_network, run_python
+from .report import PromptReport, print_report, summarize, write_json
+from .sandbox import WEAK_FLAG, isolation_problem, run_python
 from .search import LocalCorpusSearch, SearchBackend
 
 
@@ -32,24 +31,6 @@ DEFAULT_PROMPTS = (
     Prompt("What is the atomic number of gold?", "79"),
     Prompt("Which river is longer, the Volga or the Danube?", "Volga"),
 )
-
-
-@dataclass(frozen=True)
-class PromptReport:
-    question: str
-    reference: str | None
-    trajectory: str
-    problems: list[str]
-    compliant: bool
-    answer: str | None
-    correct: bool | None
-    python_calls: int
-    search_calls: int
-    refused_calls: int
-    repeated_queries: int
-    stop: str
-    new_tokens: int
-    elapsed_s: float
 
 
 def _squash(text: str) -> str:
@@ -72,25 +53,6 @@ def verify_prompt(
         traj.calls["python"], traj.calls["search"], sum(traj.refused.values()), traj.repeated, traj.stop,
         traj.tokens, round(time.monotonic() - start, 3),
     )  # fmt: skip
-
-
-def summarize(reports: list[PromptReport]) -> dict[str, Any]:
-    """Overall numbers: format compliance, accuracy where a reference exists, tool calls, time."""
-    scored = [r for r in reports if r.correct is not None]
-    n = len(reports)
-    return {
-        "prompts": n,
-        "compliant": sum(r.compliant for r in reports),
-        "compliance": sum(r.compliant for r in reports) / n if n else 0.0,
-        "scored": len(scored),
-        "correct": sum(bool(r.correct) for r in scored),
-        "accuracy": sum(bool(r.correct) for r in scored) / len(scored) if scored else None,
-        "python_calls": sum(r.python_calls for r in reports),
-        "search_calls": sum(r.search_calls for r in reports),
-        "refused_calls": sum(r.refused_calls for r in reports),
-        "repeated_queries": sum(r.repeated_queries for r in reports),
-        "elapsed_s": round(sum(r.elapsed_s for r in reports), 3),
-    }
 
 
 def read_prompts(path: Path) -> list[Prompt]:
@@ -194,41 +156,6 @@ def load_generator_factory(path: Path) -> Callable[[str], Generate]:
     return for_question
 
 
-def print_report(model: Path, reports: list[PromptReport], summary: dict[str, Any]) -> None:
-    """A rich table, one row per prompt, then each format problem and the totals."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"arpo-sft verify {model}")
-    table.add_column("question", min_width=20)
-    for column in ("py/search", "answer", "correct", "format", "stop", "s"):
-        table.add_column(column)
-    marks = {True: "yes", False: "no", None: "-"}
-    for i, r in enumerate(reports, 1):
-        table.add_row(f"{i}. {r.question[:60]}", f"{r.python_calls}/{r.search_calls}", (r.answer or "-")[:30],
-                      marks[r.correct], marks[r.compliant], r.stop, f"{r.elapsed_s:.1f}")  # fmt: skip
-    console = Console()
-    console.print(table)
-    for i, r in enumerate(reports, 1):
-        if r.problems:
-            console.print(
-                f"#{i}: {'; '.join(r.problems[:3])}{' ...' if len(r.problems) > 3 else ''}", markup=False
-            )
-    accuracy = "-" if summary["accuracy"] is None else f"{summary['accuracy']:.0%} of {summary['scored']}"
-    console.print(
-        f"format compliance {summary['compliance']:.0%} ({summary['compliant']}/{summary['prompts']}), "
-        f"accuracy {accuracy}, tool calls: {summary['python_calls']} python, {summary['search_calls']} search "
-        f"run ({summary['refused_calls']} refused over the limit, {summary['repeated_queries']} repeated "
-        f"queries), {summary['elapsed_s']:.1f} s",
-        markup=False,
-    )
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_writer(path) as handle:
-        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def run(args: argparse.Namespace) -> int:
     """Verify MODEL on the prompts and print (and optionally save) the report."""
     if min(args.max_new_tokens, args.max_total_tokens, args.time_limit) <= 0:
@@ -241,9 +168,11 @@ def run(args: argparse.Namespace) -> int:
     search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
     limits = Limits(max_python_calls=args.max_python_calls, max_search_calls=args.max_search_calls,
                     max_new_tokens=args.max_new_tokens, max_total_tokens=args.max_total_tokens,
-                    time_limit_s=args.time_limit)  # fmt: skip
+                    time_limit_s=args.time_limit, allow_weak_sandbox=args.allow_weak_sandbox)  # fmt: skip
     result_format = RESULT_FORMATS[args.result_format]
-    probe = run_python("print(1 + 1)")
+    probe = run_python("print(1 + 1)", allow_weak=args.allow_weak_sandbox)  # refuses where it cannot isolate
+    if probe.mode == "weak":
+        print(f"arpo-sft: warning: weak python sandbox ({isolation_problem()}), as {WEAK_FLAG} allows")
     if probe.stdout != "2\n":  # every <python> result would be this failure: say so once, up front
         why = (probe.tool_output() or f"exit status {probe.exit_code}").splitlines()[-1]
         raise UserError(f"the python sandbox cannot run code on this host: {why}")
@@ -253,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     print_report(model_dir, reports, summary)
     if args.report:
         settings = {**asdict(limits), "result_format": asdict(result_format)}  # the exact bytes appended
-        settings |= {"sandbox_network": default_network(), "corpus": args.corpus or "demo"}
+        settings |= {"sandbox_mode": probe.mode, "corpus": args.corpus or "demo"}
         rows = [asdict(r) for r in reports]
         write_json(
             Path(args.report),
@@ -269,8 +198,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "verify",
         help="run a model through ARPO's tool loop on a few questions; report format compliance and answers",
         description="Generate greedily with MODEL's own chat template and ARPO's system prompt, as ARPO's\n"
-        "inference does: each <python> call runs in a sandbox (fresh process and temp dir, memory, CPU\n"
-        "and process limits, no network), each <search> call against a local corpus, and its <result>\n"
+        "inference does: each <python> call runs in a sandbox (see `arpo-sft sandbox run --help`; no\n"
+        "network, no host files), each <search> call against a local corpus, and its <result>\n"
         "is appended inline before generation continues. Reports per prompt: format compliance (ARPO's\n"
         "tag rules), tool calls, the \\boxed{} answer, whether it matches the reference, time taken.",
         epilog="example:\n  arpo-sft verify checkpoints/qwen2.5-7b-sft --prompts prompts.jsonl --report verify.json\n"
@@ -297,4 +226,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
     add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
+    add(WEAK_FLAG, action="store_true", help="where the host allows no namespaces, run model code anyway with "
+        "rlimits, nobody and the socket module disabled (host files readable, ctypes sockets work); without "
+        "it verify exits 3 there. The report records sandbox_mode")  # fmt: skip
     p.set_defaults(func=run)

@@ -63,6 +63,7 @@ class Limits:
     max_total_tokens: int = 4096  # per prompt, all calls together
     time_limit_s: float = 300  # per prompt, generation and tools together
     python_timeout_s: float = 10
+    allow_weak_sandbox: bool = False  # run python where the sandbox cannot isolate it (see sandbox.py)
 
 
 @dataclass
@@ -119,7 +120,9 @@ def run_loop(
         elif tool == "python":
             traj.calls[tool] += 1
             timeout = min(limits.python_timeout_s, max(1.0, deadline - time.monotonic()))
-            output = run_python(content, timeout_s=timeout).tool_output()
+            output = run_python(
+                content, timeout_s=timeout, allow_weak=limits.allow_weak_sandbox
+            ).tool_output()
         else:
             traj.calls[tool] += 1
             queries.add(content)

@@ -1,20 +1,29 @@
-"""The python sandbox: ARPO's output rules, and that time, memory, processes, network and files stay bounded."""
+"""The python sandbox: ARPO's output rules, and that time, memory, processes and disk stay bounded.
+
+The attacks on its isolation (files, sockets, escaping processes, the weak mode) are in test_sandbox_attacks.py.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
 import time
-from collections.abc import Iterator
+import uuid
 from pathlib import Path
 
 import pytest
 
-from arpo_train_sft.verify.sandbox import OUTPUT_LIMIT, default_network, run_python
-from arpo_train_sft.verify.sandbox_child import FILE_LIMIT_MB
+from arpo_train_sft.verify.sandbox import OUTPUT_LIMIT, SCRATCH_MB, isolation_problem, run_python
+from arpo_train_sft.verify.sandbox.child import FILE_LIMIT_MB
 
 # Generous: these only guard against a sandbox that waits for a runaway snippet to finish by itself.
 SLACK_S = 10
+
+
+# Skipped only where the host itself refuses to make namespaces; a failure in any later step is a bug.
+problem = isolation_problem()
+pytestmark = pytest.mark.skipif(
+    bool(problem and " namespace" in problem), reason=f"the host refuses namespaces: {problem}"
+)
 
 
 def _survivors(pgid: int) -> list[str]:
@@ -28,6 +37,11 @@ def _survivors(pgid: int) -> list[str]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             alive.append(stat.parent.name)
     return alive
+
+
+def test_this_host_isolates() -> None:
+    assert isolation_problem() is None
+    assert run_python("print(1)").mode == "isolated"
 
 
 def test_ordinary_code_prints() -> None:
@@ -48,6 +62,12 @@ def test_an_exception_gives_its_traceback_on_stderr() -> None:
     assert 'File "<python>", line 2' in result.stderr and "IndexError" in result.stderr
     assert result.tool_output() == result.stderr.strip()
     assert "SyntaxError" in run_python("def broken(:\n    pass").stderr
+    assert run_python("import sys\nprint('bye')\nsys.exit(4)").exit_code == 4
+
+
+def test_the_math_libraries_the_tool_is_used_with_import() -> None:
+    code = "import fractions, numpy, sympy\nprint(fractions.Fraction(1, 3) * 3, numpy.arange(4).sum(), sympy.sqrt(8))"
+    assert run_python(code, timeout_s=60).stdout == "1 6 2*sqrt(2)\n"
 
 
 def test_an_endless_loop_is_stopped_at_the_wall_clock_timeout() -> None:
@@ -61,13 +81,21 @@ def test_an_endless_loop_is_stopped_at_the_wall_clock_timeout() -> None:
 
 def test_cpu_time_is_limited_apart_from_the_wall_clock() -> None:
     result = run_python("while True:\n    pass", timeout_s=60, cpu_s=1)
-    assert not result.timed_out and "CPU" in (result.killed_reason or "")
+    assert not result.timed_out and result.killed_reason == "CPU time limit exceeded"
 
 
 def test_allocating_50_gb_fails_with_memory_error_inside_the_sandbox() -> None:
     result = run_python("data = bytearray(50 * 2**30)\nprint(len(data))", memory_mb=512)
     assert result.exit_code == 1 and "MemoryError" in result.stderr and not result.timed_out
     assert run_python("print('still fine')").stdout == "still fine\n"
+
+
+def test_a_growing_memory_bomb_is_stopped_at_the_limit_and_says_so() -> None:
+    code = "hoard = []\nwhile True:\n    hoard.append(bytearray(2**24))"
+    start = time.monotonic()
+    result = run_python(code, timeout_s=30, memory_mb=256)
+    assert not result.timed_out and time.monotonic() - start < 30
+    assert result.exit_code == 1 and result.tool_output().splitlines()[-1] == "MemoryError"
 
 
 def test_a_fork_bomb_ends_within_the_timeout_and_leaves_no_process_behind() -> None:
@@ -78,51 +106,34 @@ def test_a_fork_bomb_ends_within_the_timeout_and_leaves_no_process_behind() -> N
     assert _survivors(result.pid) == []
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.create_server(("127.0.0.1", 0))
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-@pytest.mark.parametrize("network", ["auto", "block"])
-def test_the_network_is_unreachable(network: str, listener: socket.socket) -> None:
-    port = listener.getsockname()[1]
+def test_the_scratch_disk_fills_up_inside_the_sandbox_and_not_on_the_host() -> None:
+    name = f"arpo-fill-{uuid.uuid4().hex}"
     code = (
-        "import socket\n"
-        f"for address in [('127.0.0.1', {port}), ('1.1.1.1', 53)]:\n"
-        "    try:\n"
-        "        socket.create_connection(address, timeout=3)\n"
-        "        print('connected', address)\n"
-        "    except OSError as err:\n"
-        "        print('failed', type(err).__name__)\n"
+        "import os\n"
+        f"os.makedirs('{name}')\n"
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(1000):\n"
+        f"        with open(f'{name}/{{i}}', 'wb') as f:\n"
+        "            for _ in range(8):\n"
+        "                f.write(b'0' * 2**20)\n"
+        "                written += 1\n"
+        "except OSError as err:\n"
+        "    print(err.strerror)\n"
+        "disk = os.statvfs('.')\n"
+        "print(os.getcwd(), written, disk.f_blocks * disk.f_frsize // 2**20)\n"
     )
-    result = run_python(code, network=network)
-    assert result.stdout.count("failed") == 2 and "connected" not in result.stdout, result.stdout
-    with pytest.raises(BlockingIOError):
-        listener.accept()  # nothing ever reached the test's own listener
-    assert result.network == (default_network() if network == "auto" else "block")
+    result = run_python(code, timeout_s=30)
+    assert result.stdout.splitlines()[0] == "No space left on device", result.tool_output()
+    cwd, written, size = result.stdout.splitlines()[1].split()
+    assert cwd == "/tmp" and int(size) == SCRATCH_MB and SCRATCH_MB - 8 <= int(written) <= SCRATCH_MB
+    assert not (Path("/tmp") / name).exists()  # the sandbox's /tmp is its own, never the host's
+    assert run_python("print('room again')").stdout == "room again\n"  # each call gets a fresh, empty one
 
 
-def test_files_land_in_a_temporary_directory_that_is_removed(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = run_python("import os\nopen('notes.txt', 'w').write('hi')\nprint(os.getcwd())")
-    workdir = Path(result.stdout.strip())
-    assert result.exit_code == 0 and workdir != tmp_path and workdir.name == "work"
-    assert not workdir.exists() and not workdir.parent.exists()
-    assert not (tmp_path / "notes.txt").exists()
-
-
-def test_writes_outside_the_sandbox_and_oversized_files_fail() -> None:
-    outside = run_python("open('/etc/arpo-sandbox-probe', 'w')")
-    assert "PermissionError" in outside.stderr and not Path("/etc/arpo-sandbox-probe").exists()
+def test_oversized_files_fail() -> None:
     big = run_python(f"open('big', 'wb').write(b'0' * ({FILE_LIMIT_MB + 1} * 2**20))")
     assert "File too large" in big.stderr
-
-
-def test_the_snippet_never_runs_as_root() -> None:
-    assert run_python("import os\nprint(os.getuid())").stdout.strip() != "0"
 
 
 def test_huge_output_is_truncated_with_a_marker() -> None:

@@ -51,7 +51,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_python_runs_for_real_and_its_output_is_appended_inline() -> None:
-    code = "import math, os\nprint(math.factorial(10) // 7, os.getcwd().endswith('/work'))"
+    code = "import math, os\nprint(math.factorial(10) // 7, os.getcwd() == '/tmp')"
     generate, asked = scripted(
         f"<think> Compute it. </think>\n<python>\n{code}\n</python>\n<result>\ninvented\n</result>",
         ANSWER.format(518400),
