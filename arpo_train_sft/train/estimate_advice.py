@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from .estimate_terms import GIB, GPUS_PER_NODE, Setup, per_gpu_bytes
+from .estimate_terms import DS_MAX_LIVE, GIB, GPUS_PER_NODE, Setup, per_gpu_bytes
 
 # One option: the overrides (or flag) a user passes, the changed setup, and the GPU count it assumes.
 Option = tuple[str, Setup, int]
@@ -52,7 +52,9 @@ def _zero3(s: Setup, gpus: int) -> list[Option]:
     if s.stage >= 3:
         return []
     ds = _shipped_ds(3, False)
-    return [(f"deepspeed={ds}", replace(s, deepspeed=ds, stage=3, reduce_bucket=None), gpus)]
+    return [
+        (f"deepspeed={ds}", replace(s, deepspeed=ds, stage=3, reduce_bucket=None, max_live=DS_MAX_LIVE), gpus)
+    ]
 
 
 def _offload(s: Setup, gpus: int) -> list[Option]:

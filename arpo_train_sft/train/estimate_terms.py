@@ -30,6 +30,7 @@ FRAGMENTATION = 0.05
 # the tokenized dataset). A guess, as above; offloaded states dominate the host figure.
 HOST_PER_RANK_GIB = 3.0
 GPUS_PER_NODE = 8
+DS_MAX_LIVE = 1_000_000_000  # DeepSpeed's default stage3_max_live_parameters (the shipped JSONs set it too)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Setup:
     offload_optimizer: bool
     offload_param: bool
     reduce_bucket: int | None  # elements; None is DeepSpeed's "auto" (HF sets hidden x hidden)
+    max_live: int  # ZeRO-3's stage3_max_live_parameters: gathered weights it may keep between uses
     checkpointing: bool
     liger: bool
     attention: str  # "fa2", "sdpa" or "eager"
@@ -86,6 +88,7 @@ def read_setup(cfg: RunConfig) -> Setup:
         offload_optimizer=_offloaded(zero, "offload_optimizer"),
         offload_param=_offloaded(zero, "offload_param"),
         reduce_bucket=int(float(bucket)) if bucket != "auto" else None,
+        max_live=int(float(zero.get("stage3_max_live_parameters", DS_MAX_LIVE))),
         checkpointing=not values.get("disable_gradient_checkpointing", False),
         liger=bool(values.get("enable_liger_kernel", False)),
         # LLaMA-Factory's "auto" lets transformers choose, which is sdpa; "disabled" is the eager path.
@@ -178,13 +181,16 @@ def state_bytes(s: Setup, gpus: int) -> dict[str, float]:
         # This rank's gradient partition, plus the contiguous bucket gradients are reduced through.
         own = 0 if s.offload_optimizer else e * p / gpus
         return {"parameters": e * p, "gradients": own + e * min(bucket, p), "optimizer": optimizer}
-    # ZeRO-3: this rank's partition of weights (on the host under offload_param) plus the largest module
-    # gathered whole for its forward/backward; gradients likewise: the partition plus that module's full
+    # ZeRO-3: this rank's partition of weights (on the host under offload_param) plus the gathered ones.
+    # With a large stage3_max_reuse_distance, gathered weights stay until stage3_max_live_parameters are
+    # resident (measured on CPU: the whole small test model stays gathered after the first step), and
+    # a module is always gathered whole. Gradients: the partition plus the largest module's full
     # gradient before it is reduce-scattered, plus the reduce bucket.
+    gathered = max(largest, min(s.max_live, p))
     own_params = 0 if s.offload_param else e * p / gpus
     own_grads = 0 if s.offload_optimizer else e * p / gpus
     return {
-        "parameters": own_params + e * largest,
+        "parameters": own_params + e * gathered,
         "gradients": own_grads + e * largest + e * min(bucket, p),
         "optimizer": optimizer,
     }
