@@ -13,7 +13,7 @@ states and gathered weights, 40 % logits, 15 % activations at 2 x 256 tokens), s
 factor in any one of them fails the test. Measured on the CPU box (2026-12-02, three runs): 2.08-2.15 GiB
 per rank against 2.16 estimated (+0.5 to +4 %). The split is less exact than the total: what stays
 resident between steps measured 0.96-1.04 GiB (estimate 0.86; glibc keeps some freed heap), the step
-itself 1.11-1.19 GiB (estimate 1.30: its gradient and logits terms are upper bounds).
+itself 1.11-1.19 GiB (estimate 1.30).
 
 This module is also what each rank runs (`python -m tests.train.test_estimate_measured CONFIG ...`):
 LLaMA-Factory's own `run_exp` with one callback that reads /proc; the only other hook records RSS and then
