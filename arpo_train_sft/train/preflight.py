@@ -15,15 +15,6 @@ ARPO_HUB_FILE = "final_5w4_still.jsonl"
 _HUB_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 
 
-def llamafactory_keys() -> set[str]:
-    """Every key LLaMA-Factory's training parser accepts, read from its own dataclasses."""
-    import dataclasses
-
-    from llamafactory.hparams.parser import _TRAIN_ARGS
-
-    return {field.name for cls in _TRAIN_ARGS for field in dataclasses.fields(cls)}
-
-
 def check_keys(cfg: RunConfig, known: set[str]) -> list[str]:
     """Unknown keys, each with the closest known spelling."""
     problems = []
@@ -122,8 +113,10 @@ def check_hardware(cfg: RunConfig, gpus: int) -> list[str]:
 
 def run_checks(cfg: RunConfig, gpus: int) -> list[str]:
     """Every problem found, in a stable order; empty when the run may start."""
+    from ..lf.args import training_keys
+
     return (
-        check_keys(cfg, llamafactory_keys())
+        check_keys(cfg, training_keys())
         + check_hardware(cfg, gpus)
         + check_model(cfg)
         + check_dataset(cfg)
