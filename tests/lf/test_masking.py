@@ -7,20 +7,14 @@ labels must equal `qwen`'s except at exactly the result tokens an independent or
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 import arpo_train_sft
 from arpo_train_sft.arpo.tags import find_result_spans
 from arpo_train_sft.lf.masking import TEMPLATE_NAME
 
-from ..conftest import DEMO_DATA
 from .result_tokens import result_tokens
-
-DEMO = DEMO_DATA
-IGNORE = -100
-SYSTEM = "You are a helpful assistant."
+from .rows import IGNORE, assistant_messages, demo_rows, encode, row
 
 
 @pytest.fixture(scope="module")
@@ -31,44 +25,6 @@ def tokenizer():
     return build_qwen_tokenizer()
 
 
-def encode(tokenizer, rows: list[dict], template: str, **data_args) -> list[dict]:
-    """Run LLaMA-Factory's own supervised processor (plain or packed) over ShareGPT-like rows."""
-    from llamafactory.data.processor.supervised import (
-        PackedSupervisedDatasetProcessor,
-        SupervisedDatasetProcessor,
-    )
-    from llamafactory.data.template import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments
-
-    args = DataArguments(template=template, cutoff_len=data_args.pop("cutoff_len", 4096), **data_args)
-    processor_class = PackedSupervisedDatasetProcessor if args.packing else SupervisedDatasetProcessor
-    processor = processor_class(
-        template=get_template_and_fix_tokenizer(tokenizer, args),
-        tokenizer=tokenizer,
-        processor=None,
-        data_args=args,
-    )
-    batch = {
-        "_prompt": [row["prompt"] for row in rows],
-        "_response": [row["response"] for row in rows],
-        "_system": [row.get("system", SYSTEM) for row in rows],
-        "_tools": [""] * len(rows),
-        "_images": [None] * len(rows),
-        "_videos": [None] * len(rows),
-        "_audios": [None] * len(rows),
-    }
-    out = processor.preprocess_dataset(batch)
-    keys = [key for key in out if key not in ("images", "videos", "audios")]
-    return [dict(zip(keys, values, strict=True)) for values in zip(*(out[key] for key in keys), strict=True)]
-
-
-def row(answer: str, question: str = "What is 6 * 7?") -> dict:
-    return {
-        "prompt": [{"role": "user", "content": question}],
-        "response": [{"role": "assistant", "content": answer}],
-    }
-
-
 def masked_text(tokenizer, example: dict) -> str:
     ids = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label == IGNORE]
     return tokenizer.decode(ids)
@@ -76,10 +32,6 @@ def masked_text(tokenizer, example: dict) -> str:
 
 def trained_text(tokenizer, example: dict) -> str:
     return tokenizer.decode([label for label in example["labels"] if label != IGNORE])
-
-
-def assistant_messages(rows: list[dict]) -> list[str]:
-    return [m["content"] for r in rows for m in r["prompt"] + r["response"] if m["role"] == "assistant"]
 
 
 def assert_qwen_minus_result_spans(tokenizer, rows, **data_args) -> tuple[list[dict], list[dict], int, int]:
@@ -100,15 +52,6 @@ def assert_qwen_minus_result_spans(tokenizer, rows, **data_args) -> tuple[list[d
         hidden += sum(p["labels"][i] != IGNORE for i in found.positions)
         cuts += found.cut_inside_span
     return plain, masked, hidden, cuts
-
-
-def demo_rows() -> list[dict]:
-    rows = []
-    for line in DEMO.read_text(encoding="utf-8").splitlines():
-        data = json.loads(line)
-        human, gpt = data["conversations"]
-        rows.append({**row(gpt["value"], human["value"]), "system": data["system"]})
-    return rows
 
 
 def test_bundled_data_identical_ids_and_every_result_masked(tokenizer):
