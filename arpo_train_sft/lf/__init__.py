@@ -4,15 +4,22 @@ What it touches that LLaMA-Factory does not publish as API, and why (tests/lf/te
 loudly, naming the item, when an upgrade changes one of them):
 
 - `data.processor.supervised.SupervisedDatasetProcessor._encode_data_example(prompt, response, system,
-  tools, images, videos, audios) -> (input_ids, labels)`: the one method that labels a row, for the plain
-  and the packed processor alike. LLaMA-Factory has no label hook, so `masking` replaces it.
-- `data.template.TEMPLATES` and `Template` (a dataclass; `_encode`, `format_assistant`,
-  `_convert_elements_to_ids`): `qwen_mask_results` is `qwen`'s fields in a subclass, and `render` runs
-  `_encode` with a recording tokenizer to count tokens exactly as training will.
+  tools, images, videos, audios) -> (input_ids, labels)`: the one method that labels a row, inherited
+  unchanged by `PackedSupervisedDatasetProcessor`; it reads `self.template` and `self.data_args`. Its loop
+  only slices and copies the ids `encode_multiturn` hands it, never reads their values: `masking`
+  relies on that to pass marked ids through it, and wraps the method (LLaMA-Factory has no label hook).
+- `data.template.TEMPLATES` and `Template` (a dataclass; `encode_multiturn(tokenizer, messages, system,
+  tools, discarding_history_cot)`, `_encode`, `format_assistant`, `_convert_elements_to_ids`):
+  `qwen_mask_results` is `qwen`'s fields in a subclass that overrides `encode_multiturn`, and `render`
+  runs `_encode` with a recording tokenizer (it must only call `encode`, `convert_tokens_to_ids`,
+  `bos_token_id`, `eos_token_id`) to count tokens exactly as training will.
 - `data.processor.processor_utils.infer_seqlen(source_len, target_len, cutoff_len)`: how a turn is
-  truncated at `cutoff_len`; `masking` and the token counts both follow it.
+  truncated at `cutoff_len`; the token counts of `arpo-sft data` follow it (masking needs no copy: it
+  runs inside LLaMA-Factory's own loop).
 - `hparams.parser._TRAIN_ARGS`: the training-argument dataclasses, to name unknown keys before launch.
 - `extras.constants.IGNORE_INDEX`: the label the loss skips.
+
+Public API used: `train.tuner.run_exp`, `hparams.DataArguments`, `data.template.get_template_and_fix_tokenizer`.
 """
 
 from __future__ import annotations

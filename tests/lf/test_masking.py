@@ -1,8 +1,11 @@
-"""`template: qwen_mask_results` gives the same input_ids as `template: qwen`; only result labels differ."""
+"""`template: qwen_mask_results` gives the same input_ids as `template: qwen`; only result labels differ.
+
+Both templates run through LLaMA-Factory's own processors (plain and packed) under every flag its labelling
+loop handles (cutoff truncation, `mask_history`, `train_on_prompt`, `packing`, `neat_packing`), and the
+labels must equal `qwen`'s except at exactly the result tokens an independent oracle finds in the bytes.
+"""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -10,11 +13,8 @@ import arpo_train_sft
 from arpo_train_sft.arpo.tags import find_result_spans
 from arpo_train_sft.lf.masking import TEMPLATE_NAME
 
-from ..conftest import DEMO_DATA
-
-DEMO = DEMO_DATA
-IGNORE = -100
-SYSTEM = "You are a helpful assistant."
+from .result_tokens import result_tokens
+from .rows import IGNORE, assistant_messages, demo_rows, encode, row
 
 
 @pytest.fixture(scope="module")
@@ -23,46 +23,6 @@ def tokenizer():
 
     arpo_train_sft.register()
     return build_qwen_tokenizer()
-
-
-def encode(tokenizer, rows: list[dict], template: str, **data_args) -> list[dict]:
-    """Run LLaMA-Factory's own supervised processor (plain or packed) over ShareGPT-like rows."""
-    from llamafactory.data.processor.supervised import (
-        PackedSupervisedDatasetProcessor,
-        SupervisedDatasetProcessor,
-    )
-    from llamafactory.data.template import get_template_and_fix_tokenizer
-    from llamafactory.hparams import DataArguments
-
-    args = DataArguments(template=template, cutoff_len=data_args.pop("cutoff_len", 4096), **data_args)
-    processor_class = PackedSupervisedDatasetProcessor if args.packing else SupervisedDatasetProcessor
-    processor = processor_class(
-        template=get_template_and_fix_tokenizer(tokenizer, args),
-        tokenizer=tokenizer,
-        processor=None,
-        data_args=args,
-    )
-    batch = {
-        "_prompt": [row["prompt"] for row in rows],
-        "_response": [row["response"] for row in rows],
-        "_system": [row.get("system", SYSTEM) for row in rows],
-        "_tools": [""] * len(rows),
-        "_images": [None] * len(rows),
-        "_videos": [None] * len(rows),
-        "_audios": [None] * len(rows),
-    }
-    out = processor.preprocess_dataset(batch)
-    return [
-        {"input_ids": ids, "labels": labels}
-        for ids, labels in zip(out["input_ids"], out["labels"], strict=True)
-    ]
-
-
-def row(answer: str, question: str = "What is 6 * 7?") -> dict:
-    return {
-        "prompt": [{"role": "user", "content": question}],
-        "response": [{"role": "assistant", "content": answer}],
-    }
 
 
 def masked_text(tokenizer, example: dict) -> str:
@@ -74,30 +34,30 @@ def trained_text(tokenizer, example: dict) -> str:
     return tokenizer.decode([label for label in example["labels"] if label != IGNORE])
 
 
-def assert_same_ids_labels_differ_only_in_spans(tokenizer, rows, **data_args):
+def assert_qwen_minus_result_spans(tokenizer, rows, **data_args) -> tuple[list[dict], list[dict], int, int]:
+    """Both templates through LLaMA-Factory's processor with these DataArguments: everything equal but the
+    labels, and those equal except at exactly the result tokens the oracle finds, which are IGNORE_INDEX.
+
+    Returns (plain, masked, result tokens qwen trains and qwen_mask_results hides, segments cut in a span).
+    """
     plain = encode(tokenizer, rows, "qwen", **dict(data_args))
     masked = encode(tokenizer, rows, TEMPLATE_NAME, **dict(data_args))
-    assert [e["input_ids"] for e in masked] == [e["input_ids"] for e in plain]
+    assert len(masked) == len(plain)
+    hidden = cuts = 0
     for p, m in zip(plain, masked, strict=True):
-        for token, p_label, m_label in zip(p["input_ids"], p["labels"], m["labels"], strict=True):
-            assert m_label in (p_label, IGNORE)
-            if m_label != p_label:
-                assert p_label == token  # only trained tokens get masked
-    return plain, masked
-
-
-def demo_rows() -> list[dict]:
-    rows = []
-    for line in DEMO.read_text(encoding="utf-8").splitlines():
-        data = json.loads(line)
-        human, gpt = data["conversations"]
-        rows.append({**row(gpt["value"], human["value"]), "system": data["system"]})
-    return rows
+        assert {k: v for k, v in m.items() if k != "labels"} == {k: v for k, v in p.items() if k != "labels"}
+        found = result_tokens(tokenizer, p["input_ids"], assistant_messages(rows))
+        expected = [IGNORE if i in found.positions else label for i, label in enumerate(p["labels"])]
+        assert m["labels"] == expected
+        hidden += sum(p["labels"][i] != IGNORE for i in found.positions)
+        cuts += found.cut_inside_span
+    return plain, masked, hidden, cuts
 
 
 def test_bundled_data_identical_ids_and_every_result_masked(tokenizer):
     rows = demo_rows()
-    plain, masked = assert_same_ids_labels_differ_only_in_spans(tokenizer, rows)
+    _, masked, hidden, _ = assert_qwen_minus_result_spans(tokenizer, rows)
+    assert hidden > 0
     with_results = 0
     for source, m in zip(rows, masked, strict=True):
         answer = source["response"][0]["content"]
@@ -135,7 +95,7 @@ def test_bundled_data_identical_ids_and_every_result_masked(tokenizer):
     ids=["start-of-turn", "end-of-turn", "several", "result-text-inside-code", "unicode"],
 )
 def test_edge_cases_keep_ids_and_mask_exactly_the_spans(tokenizer, answer: str, trained: str):
-    _, (masked,) = assert_same_ids_labels_differ_only_in_spans(tokenizer, [row(answer)])
+    _, (masked,), _, _ = assert_qwen_minus_result_spans(tokenizer, [row(answer)])
     assert trained_text(tokenizer, masked) == trained + "<|im_end|>\n"
 
 
@@ -163,34 +123,82 @@ def test_result_in_user_turn_is_trained_like_qwen(tokenizer, caplog):
     assert "user turn" in caplog.text
 
 
+def multi_turn_rows(count: int) -> list[dict]:
+    """Three demo trajectories chained into one conversation per row: history turns carry results too."""
+    single = demo_rows()
+    rows = []
+    for first in range(0, 3 * count, 3):
+        turns = single[first : first + 3]
+        messages = [m for t in turns for m in t["prompt"] + t["response"]]
+        rows.append({"prompt": messages[:-1], "response": messages[-1:], "system": turns[0]["system"]})
+    return rows
+
+
+def flag_rows() -> list[dict]:
+    return demo_rows()[:30] + multi_turn_rows(10)
+
+
+# Every DataArguments flag that changes what LLaMA-Factory's labelling loop does with a turn.
+FLAGS = {
+    "mask_history": {"mask_history": True},
+    "train_on_prompt": {"train_on_prompt": True},
+    "packing": {"packing": True, "cutoff_len": 2048},
+    "neat_packing": {"neat_packing": True, "cutoff_len": 2048},
+    "packing-truncated": {"packing": True, "cutoff_len": 256},
+    "mask_history-truncated": {"mask_history": True, "cutoff_len": 300},
+    "train_on_prompt-truncated": {"train_on_prompt": True, "cutoff_len": 300},
+}
+
+
+@pytest.mark.parametrize("flags", FLAGS.values(), ids=FLAGS.keys())
+def test_llamafactorys_loop_under_each_flag_hides_exactly_the_result_tokens(tokenizer, flags: dict):
+    plain, masked, hidden, _ = assert_qwen_minus_result_spans(tokenizer, flag_rows(), **flags)
+    assert hidden > 0
+    if flags.get("packing") or flags.get("neat_packing"):
+        assert all(len(m["input_ids"]) == flags["cutoff_len"] for m in masked)
+        if flags["cutoff_len"] > 1024:
+            assert len(masked) < len(flag_rows()) // 2  # rows really were packed together
+
+
+def test_mask_history_trains_only_the_last_turn_and_hides_its_results(tokenizer):
+    rows = multi_turn_rows(5)
+    _, masked, _, _ = assert_qwen_minus_result_spans(tokenizer, rows, mask_history=True)
+    for source, m in zip(rows, masked, strict=True):
+        last = source["response"][0]["content"]
+        trained = trained_text(tokenizer, m)
+        # Each turn holds one <answer>: one trained answer means only the last turn is trained.
+        assert trained.count("</answer>") == 1
+        assert last[last.index("<answer>") + 1 :] + "<|im_end|>\n" in trained
+        assert "<result>" not in trained
+
+
+def test_train_on_prompt_trains_the_prompt_and_hides_only_assistant_results(tokenizer):
+    rows = demo_rows()[:10]
+    _, masked, _, _ = assert_qwen_minus_result_spans(tokenizer, rows, train_on_prompt=True)
+    for source, m in zip(rows, masked, strict=True):
+        # The prompt is trained now, and ARPO's system prompt itself names the <result> tag.
+        prompt_mentions = (source["system"] + source["prompt"][0]["content"]).count("<result>")
+        assert trained_text(tokenizer, m).count("<result>") == prompt_mentions
+
+
 @pytest.mark.parametrize("cutoff_len", [24, 40, 56, 70, 90])
 def test_truncation_inside_a_span_keeps_ids_identical(tokenizer, cutoff_len: int):
     answer = (
         "<think>t</think><python>print(2**100)</python><result>\n" + "1267650600228229401496703205376\n" * 3
     )
     answer += "</result><answer>\\boxed{1}</answer>"
-    _, (masked,) = assert_same_ids_labels_differ_only_in_spans(
-        tokenizer, [row(answer)], cutoff_len=cutoff_len
-    )
+    _, (masked,), _, _ = assert_qwen_minus_result_spans(tokenizer, [row(answer)], cutoff_len=cutoff_len)
     assert len(masked["input_ids"]) <= cutoff_len
     assert "1267650600228229401496703205376" not in trained_text(tokenizer, masked)
 
 
-def test_packing_keeps_ids_identical(tokenizer):
-    rows = demo_rows()[:40]
-    _, masked = assert_same_ids_labels_differ_only_in_spans(tokenizer, rows, packing=True, cutoff_len=2048)
-    assert len(masked) < 40  # rows really were packed together
-    assert all("<result>" not in trained_text(tokenizer, m) for m in masked)
-
-
-def test_mask_history_and_train_on_prompt_keep_ids_identical(tokenizer):
-    rows = demo_rows()[:10]
-    assert_same_ids_labels_differ_only_in_spans(tokenizer, rows, mask_history=True)
-    _, masked = assert_same_ids_labels_differ_only_in_spans(tokenizer, rows, train_on_prompt=True)
-    for source, m in zip(rows, masked, strict=True):
-        # The prompt is trained now, and ARPO's system prompt itself names the <result> tag.
-        prompt_mentions = (source["system"] + source["prompt"][0]["content"]).count("<result>")
-        assert trained_text(tokenizer, m).count("<result>") == prompt_mentions
+def test_cutoff_truncation_anywhere_hides_exactly_the_result_tokens(tokenizer):
+    rows = flag_rows()
+    cuts = 0
+    for cutoff_len in range(64, 1100, 97):
+        *_, cut = assert_qwen_minus_result_spans(tokenizer, rows, cutoff_len=cutoff_len)
+        cuts += cut
+    assert cuts > 5  # several of those cutoffs fell inside a result span
 
 
 def test_register_is_idempotent_and_keeps_qwen_the_default():

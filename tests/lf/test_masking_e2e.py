@@ -1,0 +1,99 @@
+"""The demo trained through torchrun with `template: qwen_mask_results` and two spawned tokenizer workers.
+
+Every process of the run starts with `multiprocess` set to spawn (a `sitecustomize` on PYTHONPATH), so the
+workers that tokenize for rank 0 start fresh: only unpickling the template can give them the plugin. The
+test then reads the dataset LLaMA-Factory saved and trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..conftest import run_env
+from .result_tokens import result_tokens
+from .rows import IGNORE, assistant_messages, demo_rows, encode
+
+pytestmark = pytest.mark.integration
+
+SITECUSTOMIZE = """
+import json, os, sys
+method = os.environ.get("ARPO_TEST_START_METHOD")
+if method:
+    import multiprocess
+    multiprocess.set_start_method(method, force=True)
+    record = {"pid": os.getpid(), "ppid": os.getppid(), "argv": sys.argv,
+              "masking_loaded": "arpo_train_sft.lf.masking" in sys.modules}
+    with open(os.path.join(os.environ["ARPO_TEST_PROCESS_LOG"], f"{os.getpid()}.json"), "w") as out:
+        json.dump(record, out)
+"""
+
+
+@pytest.fixture(scope="module")
+def spawned_run(checkout: Path, tmp_path_factory: pytest.TempPathFactory):
+    scratch = tmp_path_factory.mktemp("masking-e2e")
+    (scratch / "site").mkdir()
+    (scratch / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (scratch / "processes").mkdir()
+    tokenized = scratch / "tokenized"
+    output_dir = scratch / "out"
+    path = os.pathsep.join(p for p in (str(scratch / "site"), os.environ.get("PYTHONPATH", "")) if p)
+    result = subprocess.run(
+        [
+            "bash", "sft_train.sh", "yaml/demo_cpu.yaml",
+            "template=qwen_mask_results", "preprocessing_num_workers=2", f"tokenized_path={tokenized}",
+            "overwrite_cache=true", "max_steps=2", "save_steps=1000", "logging_steps=1",
+            f"output_dir={output_dir}",
+        ],
+        cwd=checkout,
+        env=run_env(
+            PYTHONPATH=path,
+            ARPO_TEST_START_METHOD="spawn",
+            ARPO_TEST_PROCESS_LOG=str(scratch / "processes"),
+            HF_DATASETS_CACHE=str(scratch / "hf-datasets"),  # nothing tokenized earlier can be reused
+        ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    processes = [json.loads(p.read_text()) for p in (scratch / "processes").glob("*.json")]
+    return result, tokenized, output_dir, processes
+
+
+def test_training_ran_with_spawned_tokenizer_workers(spawned_run):
+    result, _, output_dir, processes = spawned_run
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Running tokenizer on dataset (num_proc=2)" in result.stdout + result.stderr
+    assert (output_dir / "trainer_log.jsonl").is_file()
+    # torchrun's own argv names the entry module; its children are the ranks.
+    launchers = {p["pid"] for p in processes if "arpo_train_sft.entry" in p["argv"]}
+    ranks = {p["pid"] for p in processes if p["ppid"] in launchers}
+    workers = [p for p in processes if "--multiprocessing-fork" in p["argv"] and p["ppid"] in ranks]
+    assert len(launchers) == 1 and len(ranks) == 2 and len(workers) >= 2, processes
+    # Spawned workers start without the plugin: the template's class is all that can bring it in.
+    assert not any(w["masking_loaded"] for w in workers)
+
+
+def test_trained_dataset_hides_results_and_trains_all_else_as_qwen(spawned_run, checkout: Path):
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    _, tokenized, _, _ = spawned_run
+    trained = load_from_disk(str(tokenized))["train"]
+    tokenizer = AutoTokenizer.from_pretrained(checkout / "models" / "arpo-sft-tiny-qwen2")
+    rows = demo_rows()
+    qwen = {tuple(e["input_ids"]): e["labels"] for e in encode(tokenizer, rows, "qwen", cutoff_len=1024)}
+    assert len(trained) == len(rows)
+    hidden = 0
+    for example in trained:
+        ids = list(example["input_ids"])
+        assert tuple(ids) in qwen, "an input_ids row differs from template: qwen's"
+        found = result_tokens(tokenizer, ids, assistant_messages(rows))
+        expected = [IGNORE if i in found.positions else label for i, label in enumerate(qwen[tuple(ids)])]
+        assert list(example["labels"]) == expected
+        hidden += sum(label != IGNORE for i, label in enumerate(qwen[tuple(ids)]) if i in found.positions)
+    assert hidden > 1000  # 264 of the 300 demo rows carry results
