@@ -10,15 +10,17 @@ from .data import check, download, parity, prepare, stats
 from .demo import model
 from .errors import EXIT_USER_ERROR, UserError
 from .train import command as train
+from .train import preflight
 from .verify import command as verify
 
 # Each module adds one subcommand with `add_parser(subparsers)` and imports only the standard library at
 # module level, so building the whole parser (and `--help`) stays instant.
 DATA_COMMANDS = (download, check, prepare, stats, parity)
-TOP_COMMANDS = (train, model, export, verify, plot)
+TOP_COMMANDS = (preflight, train, model, export, verify, plot)
 
 EPILOG = """examples:
   arpo-sft train yaml/demo_cpu.yaml                 CPU demo: tiny model, bundled data, 2 ranks
+  arpo-sft preflight yaml/sft_config.yaml           every check train runs first, as one table
   arpo-sft train yaml/sft_config.yaml max_steps=10  the reference run, with an override
   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 arpo-sft train yaml/qwen2.5-7b.yaml
   arpo-sft demo-model                               build the tiny offline Qwen2 model

@@ -1,131 +1,143 @@
-"""Checks that run in seconds before torchrun starts, so a bad config never costs a process group."""
+"""`arpo-sft preflight`: every check that runs in seconds before torchrun, printed as one table."""
 
 from __future__ import annotations
 
-import difflib
+import argparse
 import json
-import re
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from ..demo.model import DEMO_MODEL_DIR
-from .config import RunConfig
+from ..errors import UserError
+from .rows import FAIL, WARN, Gpu, Plan, Row
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-ARPO_HUB_FILE = "final_5w4_still.jsonl"
-_HUB_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
+SKIP_FLAG = "--skip-preflight"
 
 
-def llamafactory_keys() -> set[str]:
-    """Every key LLaMA-Factory's training parser accepts, read from its own dataclasses."""
-    import dataclasses
+def checks() -> list[Callable[[Plan], list[Row]]]:
+    """Every check, in the order of the table; adding one is adding a line here."""
+    from .checks_config import check_config
+    from .checks_env import check_gpus, check_topology, check_versions
+    from .checks_files import check_dataset, check_deepspeed_file, check_model, check_output_dir
+    from .checks_repro import check_reproduction
 
-    from llamafactory.hparams.parser import _TRAIN_ARGS
-
-    return {field.name for cls in _TRAIN_ARGS for field in dataclasses.fields(cls)}
-
-
-def check_keys(cfg: RunConfig, known: set[str]) -> list[str]:
-    """Unknown keys, each with the closest known spelling."""
-    problems = []
-    for key in cfg.values:
-        if key in known:
-            continue
-        close = difflib.get_close_matches(key, known, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "remove it or check LLaMA-Factory's argument list"
-        problems.append(f"{cfg.path}: unknown key '{key}': {hint}")
-    return problems
-
-
-def check_dataset(cfg: RunConfig) -> list[str]:
-    """Every dataset in `dataset:` is registered, and every local file it names exists."""
-    dataset_dir = Path(str(cfg.values.get("dataset_dir", "data")))
-    info_path = dataset_dir / "dataset_info.json"
-    names = [n.strip() for n in str(cfg.values.get("dataset", "")).split(",") if n.strip()]
-    if not names:
-        return [f"{cfg.path}: key 'dataset' is missing; name one from {info_path}"]
-    if not info_path.is_file():
-        return [f"{cfg.path}: {info_path} not found; run from the repo root or fix 'dataset_dir'"]
-    try:
-        registry = json.loads(info_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return [f"{info_path}: not valid JSON ({err}); fix the file"]
-
-    problems = []
-    for name in names:
-        entry = registry.get(name)
-        if entry is None:
-            close = difflib.get_close_matches(name, registry, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"register it in {info_path}"
-            problems.append(f"{cfg.path}: dataset '{name}' is not in {info_path}: {hint}")
-        elif not any(key in entry for key in _HUB_SOURCES):
-            file_name = entry.get("file_name", "")
-            data_path = dataset_dir / file_name
-            if not data_path.exists():
-                fix = (
-                    "download and prepare it: `arpo-sft data download && "
-                    "arpo-sft data prepare --model Qwen/Qwen2.5-7B-Instruct`"
-                    if file_name == ARPO_HUB_FILE
-                    else f"put the file there or fix 'file_name' in {info_path}"
-                )
-                problems.append(f"{cfg.path}: dataset '{name}': file {data_path} not found; {fix}")
-    return problems
-
-
-def is_demo_model(cfg: RunConfig) -> bool:
-    """Whether the config trains the tiny offline model that the launcher can build itself."""
-    return Path(str(cfg.values.get("model_name_or_path", ""))) == DEMO_MODEL_DIR
-
-
-def check_model(cfg: RunConfig) -> list[str]:
-    """The model is a local directory with a config.json, or a hub id (`org/name`)."""
-    name = str(cfg.values.get("model_name_or_path", ""))
-    if not name:
-        return [f"{cfg.path}: key 'model_name_or_path' is missing; set a local model dir or a hub id"]
-    path = Path(name)
-    if is_demo_model(cfg) or (path / "config.json").is_file():
-        return []
-    if path.is_dir():
-        return [f"{cfg.path}: model_name_or_path {path} has no config.json; point it at a model directory"]
-    if _HUB_ID.match(name) and not name.startswith(("./", "../")) and not path.parent.is_dir():
-        return []
     return [
-        f"{cfg.path}: model_name_or_path {path} not found; download it "
-        f"(`hf download Qwen/Qwen2.5-7B-Instruct --local-dir {path}`) or use a hub id"
+        check_config,  # keys, values, template, then LLaMA-Factory's parser and DeepSpeed's schema
+        check_versions,
+        check_gpus,
+        # check_memory goes here: train/estimate.py's estimate(cfg, gpus=, gpu_mem_gib=) against the GPUs,
+        # and whether the DeepSpeed stage/offload in the config is the one the estimate advises.
+        check_topology,
+        check_model,
+        check_dataset,
+        check_deepspeed_file,
+        check_output_dir,
+        check_reproduction,
     ]
 
 
-def check_deepspeed(cfg: RunConfig) -> list[str]:
-    """The DeepSpeed JSON exists and parses."""
-    value = cfg.values.get("deepspeed")
-    if not value:
-        return []
-    path = Path(str(value))
-    if not path.is_file():
-        return [f"{cfg.path}: deepspeed config {path} not found; use one of examples/deepspeed/*.json"]
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return [f"{path}: not valid JSON ({err}); fix the file"]
-    return []
+def run_preflight(plan: Plan) -> list[Row]:
+    """All rows for `plan`, in table order."""
+    return [row for check in checks() for row in check(plan)]
 
 
-def check_hardware(cfg: RunConfig, gpus: int) -> list[str]:
-    """A GPU config on a machine without GPUs fails here, not an hour into loading."""
-    needs = cfg.gpu_only_settings()
-    if gpus > 0 or not needs:
-        return []
+def failures(rows: list[Row]) -> list[str]:
+    """The failing rows as error lines, one each."""
+    return [row.line for row in rows if row.status == FAIL]
+
+
+def print_table(rows: list[Row], title: str) -> None:
+    """The rows as one rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    table = Table(title=title, show_lines=False)
+    for column in ("check", "status", "found", "fix"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.check, f"[{colours[row.status]}]{row.status}[/]", row.found, row.fix)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bool]:
+    """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem-gib declare; and whether declared."""
+    from .checks_env import detect_gpus
+
+    mem = None
+    if mem_flag is not None:
+        try:
+            mem = float(mem_flag)
+        except ValueError:
+            mem = -1.0
+        if not 0 < mem < float("inf"):
+            raise UserError(
+                f"--gpu-mem-gib {mem_flag!r}: expected the memory of one GPU in GiB, above 0 (e.g. 80)"
+            )
+    visible = detect_gpus()
+    if gpus_flag is None:
+        if mem is None:
+            return visible, False
+        if not visible:
+            raise UserError("--gpu-mem-gib: no GPU is visible here; also pass --gpus N to plan for N GPUs")
+        return [Gpu(gpu.name, mem, gpu.capability) for gpu in visible], True
+    if not gpus_flag.isdigit() or int(gpus_flag) < 1:
+        raise UserError(f"--gpus {gpus_flag!r}: expected a whole number of GPUs per node, 1 or more (e.g. 8)")
+    template = visible[0] if visible else Gpu("declared GPU", 0.0)
     return [
-        f"{cfg.path}: this config needs GPUs ({', '.join(needs)}) but no CUDA device is visible; "
-        "run it on a GPU node, or try the CPU demo `bash sft_train.sh yaml/demo_cpu.yaml`"
-    ]
+        Gpu(template.name, mem or template.mem_gib, template.capability) for _ in range(int(gpus_flag))
+    ], True
 
 
-def run_checks(cfg: RunConfig, gpus: int) -> list[str]:
-    """Every problem found, in a stable order; empty when the run may start."""
-    return (
-        check_keys(cfg, llamafactory_keys())
-        + check_hardware(cfg, gpus)
-        + check_model(cfg)
-        + check_dataset(cfg)
-        + check_deepspeed(cfg)
+def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
+    """Load the config with its overrides and collect what the checks judge it against."""
+    from .config import load_run_config
+
+    cfg = load_run_config(Path(args.config), args.overrides)
+    gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem_gib", None))
+    return Plan(cfg=cfg, gpus=gpus, env=dict(os.environ), declared=declared, fresh=fresh)
+
+
+def report(rows: list[Row], as_json: bool, title: str) -> None:
+    """Print the rows (table or JSON); raise UserError with one line per failing row."""
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=1))
+    else:
+        print_table(rows, title)
+    warned = sum(row.status == WARN for row in rows)
+    problems = failures(rows)
+    if not as_json:
+        verdict = f"{len(problems)} failed" if problems else "all passed"
+        print(f"[arpo-sft] preflight: {len(rows)} rows, {verdict}, {warned} warning(s)", flush=True)
+    if problems:
+        raise UserError(problems)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every check on CONFIG; exit 0 when all pass, 2 otherwise."""
+    plan = make_plan(args, fresh=args.fresh)
+    report(run_preflight(plan), args.json, f"preflight: {plan.cfg.path}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `preflight` to the command tree."""
+    parser = subparsers.add_parser(
+        "preflight",
+        help="check a training config, this machine and the output dir in seconds, without starting training",
+        description="Run every check `arpo-sft train` runs before torchrun and print them as one table: "
+        "the config through LLaMA-Factory's own parser, package versions, GPUs, rendezvous settings, model, "
+        "dataset, DeepSpeed JSON, output_dir (disk, resume) and departures from ARPO's published run "
+        "(warnings only). Exit 0 when every check passes, 2 otherwise.",
+        epilog="examples:\n  arpo-sft preflight yaml/sft_config.yaml\n"
+        "  arpo-sft preflight yaml/qwen2.5-14b.yaml --gpus 8 --gpu-mem-gib 80   plan for another machine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a YAML key")
+    parser.add_argument("--gpus", help="plan for this many GPUs per node instead of the ones visible here")
+    parser.add_argument("--gpu-mem-gib", help="plan for GPUs with this much memory each (GiB)")
+    parser.add_argument("--fresh", action="store_true", help="judge a `train --fresh` launch (no resume)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.set_defaults(func=run)

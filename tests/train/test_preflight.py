@@ -1,0 +1,219 @@
+"""`arpo-sft preflight`: bad input is one named line and exit 2; a good config passes; guardrails warn."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arpo_train_sft.cli import main
+from arpo_train_sft.errors import EXIT_USER_ERROR, UserError
+from arpo_train_sft.train.checks_repro import departures
+from arpo_train_sft.train.launch import free_port
+from arpo_train_sft.train.preflight import SKIP_FLAG, report
+from arpo_train_sft.train.rows import FAIL, OK, WARN, Row
+
+from ..conftest import REPO, run_env
+
+# The check names the table must show for the CPU demo, in table order.
+DEMO_CHECKS = ["keys", "values", "template", "llamafactory", "deepspeed schema", "versions", "gpus", "topology",
+               "ddp_timeout", "model", "dataset", "deepspeed", "output_dir", "disk", "resume", "ARPO run"]  # fmt: skip
+
+
+@pytest.fixture
+def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(checkout)
+    for name in ("MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    return checkout
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run `arpo-sft ARGV` in-process; it must exit 2 with exactly one error line, and return it."""
+    assert main(list(argv)) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("arpo-sft: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("learning_rate=abc", "learning_rate: 'abc' is not a number"),
+        ("num_train_epochs=-1", "num_train_epochs: -1 must be above 0"),
+        ("per_device_train_batch_size=0", "per_device_train_batch_size: 0 must be above 0"),
+        ("cutoff_len=-1", "cutoff_len: -1 must be above 0"),
+        ("template=qwen_masked", "template 'qwen_masked' is not a known template: did you mean"),
+        ("learning_rte=1e-5", "unknown key 'learning_rte': did you mean 'learning_rate'?"),
+        ("bf16=maybe", "bf16: 'maybe' is not true or false"),
+        ("lr_scheduler_type=cosinus", "lr_scheduler_type: 'cosinus' is not one of"),
+        ("max_steps=0", "max_steps: 0 must be -1"),
+    ],
+)
+def test_bad_value_is_one_line_naming_the_key(in_checkout: Path, capsys, override: str, named: str):
+    line = refused(capsys, "preflight", "yaml/demo_cpu.yaml", override)
+    assert f"yaml/demo_cpu.yaml: {named}" in line
+
+
+def test_nonexistent_config(in_checkout: Path, capsys):
+    assert "yaml/nope.yaml: config file not found" in refused(capsys, "preflight", "yaml/nope.yaml")
+
+
+def test_unparsable_yaml_names_the_line(in_checkout: Path, capsys):
+    config = in_checkout / "yaml" / "broken_pf.yaml"
+    config.write_text("stage: sft\nlearning_rate: [1e-5\nbf16: false\n")
+    line = refused(capsys, "preflight", str(config))
+    assert f"{config}:" in line and "not valid YAML" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--gpus", "abc"], "--gpus 'abc': expected a whole number"),
+        (["--gpus", "0"], "--gpus '0': expected a whole number of GPUs per node, 1 or more"),
+        (["--gpus", "8", "--gpu-mem-gib", "-80"], "--gpu-mem-gib '-80': expected the memory of one GPU"),
+        (["--gpus", "8", "--gpu-mem-gib", "lots"], "--gpu-mem-gib 'lots'"),
+    ],
+)
+def test_nonsense_flags_name_the_flag(in_checkout: Path, capsys, argv: list[str], named: str):
+    assert named in refused(capsys, "preflight", "yaml/demo_cpu.yaml", *argv)
+
+
+def test_master_port_out_of_range(in_checkout: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MASTER_PORT", "99999")
+    line = refused(capsys, "preflight", "yaml/demo_cpu.yaml")
+    assert "MASTER_PORT=99999: expected a TCP port between 1 and 65535" in line
+
+
+@pytest.mark.parametrize(
+    ("files", "named"),
+    [
+        (("tokenizer.json", "tokenizer_config.json"), "has no config.json"),
+        (("config.json",), "has no tokenizer files"),
+    ],
+)
+def test_incomplete_model_dir(in_checkout: Path, tmp_path: Path, capsys, files: tuple[str, ...], named: str):
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    line = refused(capsys, "preflight", "yaml/demo_cpu.yaml", f"model_name_or_path={tmp_path}")
+    assert f"model_name_or_path {tmp_path} {named}" in line
+
+
+def test_demo_config_passes_with_every_check_in_the_table(in_checkout: Path, capsys):
+    assert main(["preflight", "yaml/demo_cpu.yaml"]) == 0
+    out = capsys.readouterr().out
+    table_checks = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert list(dict.fromkeys(name for name in table_checks if name)) == DEMO_CHECKS
+    assert " fail " not in out
+    assert "all passed" in out
+
+
+def test_train_stops_before_torchrun_and_names_the_bypass(in_checkout: Path, capsys):
+    assert main(["train", "yaml/demo_cpu.yaml", "cutoff_len=-1"]) == EXIT_USER_ERROR
+    captured = capsys.readouterr()
+    assert "torch.distributed.run" not in captured.out
+    lines = captured.err.splitlines()
+    assert "cutoff_len: -1 must be above 0" in lines[0]
+    assert SKIP_FLAG in lines[-1] and "torchrun was not started" in lines[-1]
+
+
+def test_skip_preflight_skips_the_checks(in_checkout: Path, capsys, monkeypatch: pytest.MonkeyPatch):
+    # The launcher still refuses a port it cannot use, but no longer as a preflight failure.
+    monkeypatch.setenv("MASTER_PORT", "99999")
+    assert main(["train", SKIP_FLAG, "yaml/demo_cpu.yaml", "cutoff_len=-1"]) == EXIT_USER_ERROR
+    captured = capsys.readouterr()
+    assert f"{SKIP_FLAG}: launching without the preflight checks" in captured.out
+    assert "preflight failed" not in captured.err
+    assert captured.err.splitlines() == [
+        "arpo-sft: error: environment variable MASTER_PORT=99999: expected a TCP port between 1 and 65535"
+    ]
+
+
+def test_json_rows_and_failures(capsys):
+    rows = [
+        Row("keys", OK, "25 keys"),
+        Row("values", FAIL, "cutoff_len: -1 must be above 0", "fix", "a.yaml"),
+    ]
+    with pytest.raises(UserError) as err:
+        report(rows, as_json=True, title="t")
+    assert err.value.problems == ["a.yaml: cutoff_len: -1 must be above 0: fix"]
+    assert [row["check"] for row in json.loads(capsys.readouterr().out)] == ["keys", "values"]
+
+
+ARPO = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 2, "learning_rate": 7.0e-6,
+        "num_train_epochs": 3.0, "cutoff_len": 15000, "template": "qwen"}  # fmt: skip
+
+
+def test_arpo_values_raise_no_warning():
+    assert departures(ARPO, world_size=8) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "world", "named"),
+    [
+        ({}, 16, "global batch 32 = 1 per device x 2 accumulation x 16 ranks"),
+        ({"per_device_train_batch_size": 4}, 8, "global batch 64"),
+        ({"learning_rate": 5e-6}, 8, "learning_rate 5e-06"),
+        ({"num_train_epochs": 5.0}, 8, "num_train_epochs 5.0"),
+        ({"max_steps": 100}, 8, "max_steps 100"),
+        ({"cutoff_len": 8192}, 8, "cutoff_len 8192"),
+        ({"template": "qwen_mask_results"}, 8, "template qwen_mask_results: masking on"),
+        ({"template": "llama3"}, 8, "template llama3"),
+    ],
+)
+def test_each_departure_from_arpo_is_named(change: dict, world: int, named: str):
+    found = departures({**ARPO, **change}, world_size=world)
+    assert len(found) == 1 and found[0][0].startswith(named), found
+
+
+def test_guardrails_warn_but_do_not_fail(in_checkout: Path, monkeypatch: pytest.MonkeyPatch):
+    from argparse import Namespace
+
+    from arpo_train_sft.train.checks_repro import check_reproduction
+    from arpo_train_sft.train.preflight import make_plan
+
+    monkeypatch.setenv("NPROC_PER_NODE", "8")
+    args = Namespace(
+        config="yaml/qwen2.5-7b-quality.yaml", overrides=["template=qwen_mask_results"], gpus="8"
+    )
+    rows = check_reproduction(make_plan(args))
+    assert {row.status for row in rows} == {WARN}
+    assert [row.found for row in rows] == [
+        "learning_rate 5e-06", "num_train_epochs 5.0", "template qwen_mask_results: masking on"
+    ]  # fmt: skip
+
+
+_EVERY_YAML = """
+import json, sys
+from pathlib import Path
+from arpo_train_sft.train.config import load_run_config
+from arpo_train_sft.train.rows import Plan
+from arpo_train_sft.train.checks_config import child_values
+from arpo_train_sft.train.preflight_child import deepspeed_problems, llamafactory_problem
+verdicts = {}
+for path in sorted(Path("yaml").glob("*.yaml")):
+    plan = Plan(cfg=load_run_config(path), gpus=[], env={})
+    values, _ = child_values(plan)
+    verdicts[path.name] = [llamafactory_problem(values), deepspeed_problems(Path(values["deepspeed"]))]
+print("VERDICTS " + json.dumps(verdicts))
+"""
+
+
+def test_every_shipped_yaml_passes_llamafactorys_own_parser():
+    # One process for all of them (the import is the slow part), set up as one torchrun rank, like preflight.
+    env = run_env(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                  MASTER_PORT=str(free_port()))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", _EVERY_YAML], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    marked = [line for line in result.stdout.splitlines() if line.startswith("VERDICTS ")]
+    assert marked, result.stderr[-2000:]
+    verdicts = json.loads(marked[0].removeprefix("VERDICTS "))
+    assert sorted(verdicts) == sorted(path.name for path in (REPO / "yaml").glob("*.yaml"))
+    assert verdicts == {name: [None, []] for name in verdicts}
