@@ -139,7 +139,8 @@ def llamafactory_rows(plan: Plan) -> list[Row]:
     note = f" ({'; '.join(adjusted)})" if adjusted else ""
     problem = result["llamafactory"]
     if problem:
-        rows = [Row("llamafactory", FAIL, f"LLaMA-Factory refuses it: {problem}", "fix that key", plan.where)]
+        found = f"LLaMA-Factory refuses it: {problem.removeprefix('ValueError: ').rstrip('.')}"
+        rows = [Row("llamafactory", FAIL, found, "change the setting it names", plan.where)]
     else:
         rows = [Row("llamafactory", OK, f"get_train_args accepts it{note}")]
     if not request["deepspeed"]:

@@ -105,6 +105,20 @@ def test_incomplete_model_dir(in_checkout: Path, tmp_path: Path, capsys, files: 
     assert f"model_name_or_path {tmp_path} {named}" in line
 
 
+def test_llamafactory_and_deepspeed_refusals_come_from_their_own_checks(in_checkout: Path, capsys):
+    config = json.loads((in_checkout / "examples" / "deepspeed" / "ds_z3_config.json").read_text())
+    config["zero_optimization"].update(stage=7)
+    bad = in_checkout / "examples" / "deepspeed" / "bad_stage.json"
+    bad.write_text(json.dumps(config))
+    assert main(["preflight", "yaml/demo_cpu.yaml", "do_predict=true", f"deepspeed={bad}"]) == EXIT_USER_ERROR
+    assert capsys.readouterr().err.splitlines() == [
+        "arpo-sft: error: yaml/demo_cpu.yaml: LLaMA-Factory refuses it: Please enable `predict_with_generate` "
+        "to save model predictions: change the setting it names",
+        f"arpo-sft: error: {bad}: zero_optimization.stage: Input should be 0, 1, 2, 3 or 3: "
+        "use one of examples/deepspeed/*.json as a base",
+    ]
+
+
 def test_demo_config_passes_with_every_check_in_the_table(in_checkout: Path, capsys):
     assert main(["preflight", "yaml/demo_cpu.yaml"]) == 0
     out = capsys.readouterr().out
