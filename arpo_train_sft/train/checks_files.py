@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from ..demo.model import DEMO_MODEL_DIR
@@ -223,9 +224,15 @@ def resume_row(plan: Plan) -> Row:
     from ..lf.args import final_model_files
 
     out, values = plan.cfg.output_dir, plan.cfg.values
+    saved_model = out.is_dir() and any((out / name).is_file() for name in final_model_files())
+    refused = Row("resume", FAIL, f"{out} holds a saved model and no checkpoint: LLaMA-Factory refuses to start",
+                  "relaunch with --fresh (moves it aside) or choose another output_dir", plan.where)  # fmt: skip
     if plan.fresh:
-        moved = "; the earlier run is moved aside" if has_previous_run(out) else ""
-        return Row("resume", OK, f"--fresh: starts at step 0{moved}")
+        if has_previous_run(out):
+            return Row("resume", OK, "--fresh: starts at step 0; the earlier run is moved aside")
+        if saved_model:  # --fresh moves only a run with checkpoints or a trainer log
+            return replace(refused, fix="move it aside by hand or choose another output_dir")
+        return Row("resume", OK, "--fresh: starts at step 0")
     if values.get("resume_from_checkpoint"):
         return Row("resume", OK, f"resumes from {values['resume_from_checkpoint']} (set in the config)")
     if values.get("overwrite_output_dir"):
@@ -237,7 +244,6 @@ def resume_row(plan: Plan) -> Row:
     )
     if resume.resume_from is not None:
         return Row("resume", WARN if skipped else OK, f"resumes from {resume.resume_from}{skipped}")
-    if out.is_dir() and any((out / name).is_file() for name in final_model_files()):
-        return Row("resume", FAIL, f"{out} holds a saved model and no checkpoint: LLaMA-Factory refuses to start",
-                   "relaunch with --fresh (moves it aside) or choose another output_dir", plan.where)  # fmt: skip
+    if saved_model:
+        return refused
     return Row("resume", WARN if skipped else OK, f"starts fresh (no checkpoint in {out}){skipped}")

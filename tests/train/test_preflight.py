@@ -231,3 +231,120 @@ def test_every_shipped_yaml_passes_llamafactorys_own_parser():
     verdicts = json.loads(marked[0].removeprefix("VERDICTS "))
     assert sorted(verdicts) == sorted(path.name for path in (REPO / "yaml").glob("*.yaml"))
     assert verdicts == {name: [None, []] for name in verdicts}
+
+
+def plan_for(values: dict, gpus: list | None = None, env: dict | None = None, declared: bool = False):
+    """A Plan over `values` as if read from x.yaml, for calling one check directly (no child process)."""
+    from arpo_train_sft.train.config import RunConfig
+    from arpo_train_sft.train.rows import Plan
+
+    cfg = RunConfig(path=Path("x.yaml"), overrides=(), values=values)
+    return Plan(cfg=cfg, gpus=gpus or [], env=env or {}, declared=declared)
+
+
+def test_port_in_use_on_node_zero_fails():
+    import socket
+
+    from arpo_train_sft.train.checks_env import check_topology
+
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rows = check_topology(plan_for({}, env={"MASTER_PORT": str(port)}))
+    assert [row.found for row in rows if row.status == FAIL] == [
+        f"MASTER_PORT={port} is already in use on this node"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "values", "named"),
+    [
+        ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "n0"}, {}, "NODE_RANK=2 must be below NNODES=2"),
+        ({"NNODES": "2"}, {}, "set MASTER_ADDR"),
+        ({}, {"ddp_timeout": 0}, "ddp_timeout: 0 s"),
+    ],
+)
+def test_topology_and_timeout_problems_fail(env: dict, values: dict, named: str):
+    from arpo_train_sft.train.checks_env import check_topology
+
+    failed = [row.found for row in check_topology(plan_for(values, env=env)) if row.status == FAIL]
+    assert len(failed) == 1 and named in failed[0]
+
+
+def test_short_ddp_timeout_only_warns():
+    from arpo_train_sft.train.checks_env import check_topology
+
+    rows = check_topology(plan_for({"ddp_timeout": 60}))
+    assert [row.status for row in rows if row.check == "ddp_timeout"] == [WARN]
+
+
+def test_gpu_capability_and_count():
+    from arpo_train_sft.train.checks_env import check_gpus
+    from arpo_train_sft.train.rows import Gpu
+
+    v100 = [Gpu("Tesla V100", 32.0, (7, 0))] * 4
+    rows = check_gpus(plan_for({"bf16": True, "flash_attn": "fa2"}, gpus=v100, env={"NPROC_PER_NODE": "8"}))
+    failed = {row.check: row.found for row in rows if row.status == FAIL}
+    assert failed["gpus"] == "NPROC_PER_NODE=8 but 4 GPUs are visible"
+    assert "compute capability 8.0+" in failed["bf16"] and "7.0" in failed["flash_attn"]
+    h100 = [Gpu("H100", 80.0, (9, 0))] * 8
+    assert {row.status for row in check_gpus(plan_for({"bf16": True, "flash_attn": "fa2"}, gpus=h100))} == {
+        OK
+    }
+
+
+def test_logging_backend_and_kernels_are_version_checked():
+    from arpo_train_sft.train.checks_env import check_versions
+
+    rows = check_versions(plan_for({"report_to": ["wandb", "tensorboard"], "enable_liger_kernel": True}))
+    found = " | ".join(row.found for row in rows)
+    assert "torch " in found and "transformers 5.5.4" in found and "llamafactory 0.9.5" in found
+    for name, why in (("wandb", "report_to: wandb"), ("tensorboard", "report_to: tensorboard"),
+                      ("liger-kernel", "enable_liger_kernel: true")):  # fmt: skip
+        row = next(row for row in rows if row.found.startswith(f"{name} "))
+        assert row.status == OK or row.found == f"{name} is not installed ({why})"
+
+
+QWEN7B = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+          "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False}  # fmt: skip
+
+
+def test_params_from_config_match_qwen_7b():
+    from arpo_train_sft.train.model_size import KNOWN_PARAMS, params_from_config
+
+    assert params_from_config(QWEN7B) == pytest.approx(KNOWN_PARAMS["Qwen/Qwen2.5-7B-Instruct"], rel=0.005)
+
+
+def test_disk_counts_the_checkpoints_kept(tmp_path: Path):
+    import shutil
+
+    from arpo_train_sft.train.checks_files import check_output_dir
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(QWEN7B))
+    values = {"model_name_or_path": str(tmp_path / "model"), "output_dir": str(tmp_path / "out"),
+              "max_steps": 300, "save_steps": 100, "save_total_limit": 2}  # fmt: skip
+    rows = {row.check: row for row in check_output_dir(plan_for(values))}
+    need = 7.615e9 * (2 * 16 + 2)
+    assert "2 checkpoint(s) x 121.8 GB" in rows["disk"].found
+    assert rows["disk"].status == (OK if need <= shutil.disk_usage(tmp_path).free else FAIL)
+    assert rows["resume"].found.startswith("starts fresh")
+
+
+def test_saved_model_without_checkpoint_is_refused(tmp_path: Path):
+    from dataclasses import replace
+
+    from arpo_train_sft.train.checks_files import resume_row
+
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    plan = plan_for({"output_dir": str(tmp_path)})
+    assert resume_row(plan).status == FAIL and "--fresh" in resume_row(plan).fix
+    # --fresh moves aside only a run with checkpoints or a trainer log; a bare saved model stays and is refused.
+    assert resume_row(replace(plan, fresh=True)).fix == "move it aside by hand or choose another output_dir"
+    (tmp_path / "trainer_log.jsonl").write_text("")
+    assert (
+        resume_row(replace(plan, fresh=True)).found
+        == "--fresh: starts at step 0; the earlier run is moved aside"
+    )
+    assert resume_row(plan_for({"output_dir": str(tmp_path), "overwrite_output_dir": True})).status == WARN
