@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Launch ARPO SFT:  bash sft_train.sh [CONFIG] [key=value ...]     (CONFIG defaults to yaml/sft_config.yaml)
 # GPUs are counted for you; NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT override.
-# Everything else (checks, the torchrun command, training.log) is done by `arpo-sft train`.
+# Everything else (preflight checks, the torchrun command, training.log) is done by `arpo-sft train`;
+# append --skip-preflight to launch even when a check fails (`arpo-sft preflight CONFIG` shows them).
 set -euo pipefail
 
 config="${1:-yaml/sft_config.yaml}"

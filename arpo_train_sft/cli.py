@@ -11,6 +11,7 @@ from .demo import model
 from .errors import UserError
 from .presets import init
 from .train import command as train
+from .train import preflight
 from .train.estimate import command as estimate
 from .verify import command as verify
 from .verify.sandbox import command as sandbox
@@ -18,11 +19,12 @@ from .verify.sandbox import command as sandbox
 # Each module adds one subcommand with `add_parser(subparsers)` and imports only the standard library at
 # module level, so building the whole parser (and `--help`) stays instant.
 DATA_COMMANDS = (download, check, prepare, stats, parity)
-TOP_COMMANDS = (init, train, estimate, model, export, verify, sandbox, plot)
+TOP_COMMANDS = (init, preflight, train, estimate, model, export, verify, sandbox, plot)
 
 EPILOG = """examples:
   arpo-sft init arpo-run                            presets, DeepSpeed configs, demo data and sft_train.sh
   arpo-sft train yaml/demo_cpu.yaml                 CPU demo: tiny model, bundled data, 2 ranks
+  arpo-sft preflight yaml/sft_config.yaml           every check train runs first, as one table
   arpo-sft train yaml/sft_config.yaml max_steps=10  the reference run, with an override
   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 arpo-sft train yaml/qwen2.5-7b.yaml
   arpo-sft estimate yaml/qwen2.5-7b.yaml            per-GPU peak memory: fits or not, and the fix

@@ -6,25 +6,28 @@ import argparse
 import os
 import shlex
 import sys
-from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the config, decide the resume, then launch torchrun with the output teed to training.log."""
+    """Run preflight, decide the resume, then launch torchrun with the output teed to training.log."""
     from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
     from ..checkpoint.resume import resume_overrides
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
-    from .config import load_run_config
+    from ..errors import UserError
     from .launch import run_teed, say, topology_from_env, torchrun_command, training_env
-    from .preflight import is_demo_model, run_checks
+    from .preflight import SKIP_FLAG, make_plan, report, run_preflight
+    from .preflight.files import is_demo_model
 
-    cfg = load_run_config(Path(args.config), args.overrides)
-    gpus = _visible_gpus()
-    problems = run_checks(cfg, gpus)
-    if problems:
-        from ..errors import UserError
-
-        raise UserError(problems)
+    plan = make_plan(args, fresh=args.fresh)
+    cfg, gpus = plan.cfg, len(plan.gpus)
+    if args.skip_preflight:
+        say(f"{SKIP_FLAG}: launching without the preflight checks")
+    else:
+        try:
+            report(run_preflight(plan), as_json=False, title=f"preflight: {cfg.path}")
+        except UserError as err:
+            hint = f"preflight failed, so torchrun was not started: fix the above, or pass {SKIP_FLAG} to launch anyway"
+            raise UserError([*err.problems, hint]) from None
     topo = topology_from_env(os.environ, gpus)
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
@@ -37,18 +40,12 @@ def run(args: argparse.Namespace) -> int:
     return run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0), log_path)
 
 
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count()
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `train` to the command tree."""
     parser = subparsers.add_parser(
         "train",
         help="check a config, then train with torchrun + DeepSpeed on every local GPU (or 2 CPU ranks)",
-        description="Check CONFIG in seconds, then launch torchrun on the plugin's entry module. "
+        description="Run `arpo-sft preflight` on CONFIG (seconds), then launch torchrun on the plugin's entry module. "
         "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT. "
         "Output is also appended to <output_dir>/training.log. A relaunch resumes from the newest complete "
         "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped.",
@@ -61,5 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--fresh",
         action="store_true",
         help="start from step 0: move an earlier run in output_dir aside (never deleted) instead of resuming",
+    )
+    parser.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="launch even when a preflight check fails (see `arpo-sft preflight CONFIG`)",
     )
     parser.set_defaults(func=run)

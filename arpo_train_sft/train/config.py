@@ -27,7 +27,7 @@ class RunConfig:
 
     def gpu_only_settings(self) -> list[str]:
         """The settings that cannot run on a CPU, as `key: value` strings."""
-        found = [f"{key}: true" for key in _GPU_ONLY_FLAGS if self.values.get(key)]
+        found = [f"{key}: true" for key in _GPU_ONLY_FLAGS if self.values.get(key) is True]
         if str(self.values.get("flash_attn", "auto")) in _GPU_ONLY_ATTENTION:
             found.append(f"flash_attn: {self.values['flash_attn']}")
         return found
@@ -35,25 +35,29 @@ class RunConfig:
 
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read `path` and apply `key=value` overrides with OmegaConf, as LLaMA-Factory's `read_args` does."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     import yaml
 
     if not path.is_file():
         raise UserError(f"{path}: config file not found; pass a YAML from yaml/ (e.g. yaml/demo_cpu.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # LLaMA-Factory's own reading: OmegaConf's YAML, where `7e-6` is a float (PyYAML makes it a string).
+        raw = OmegaConf.load(path)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise UserError(f"{where}: not valid YAML ({err.problem}); fix the syntax on that line") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
+    except (UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as err:
         raise UserError(f"{path}: cannot be read as YAML ({err}); save it as UTF-8 YAML") from None
-    if not isinstance(raw, dict):
+    except OSError:  # OmegaConf's answer to a file that is one scalar
+        raw = None
+    if not isinstance(raw, DictConfig):
         raise UserError(f"{path}: expected a mapping of `key: value` lines at the top level")
 
     bad = [item for item in overrides if "=" not in item or item.startswith("=")]
     if bad:
         raise UserError([f"override {item!r}: expected key=value (e.g. max_steps=10)" for item in bad])
-    merged = OmegaConf.merge(OmegaConf.create(raw), OmegaConf.from_dotlist(list(overrides)))
+    merged = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
     return RunConfig(path=path, overrides=tuple(overrides), values=OmegaConf.to_container(merged))

@@ -65,6 +65,9 @@ def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
         problems.append(f"NODE_RANK={node_rank} must be below NNODES={nnodes}")
     if nnodes > 1 and not env.get("MASTER_ADDR"):
         problems.append(f"NNODES={nnodes}: set MASTER_ADDR to the address of node 0 on every node")
+    port = _int_env(env, "MASTER_PORT", 0)
+    if env.get("MASTER_PORT") and not 1 <= port <= 65535:
+        problems.append(f"environment variable MASTER_PORT={port}: expected a TCP port between 1 and 65535")
     if problems:
         raise UserError(problems)
     single_node_port = free_port() if nnodes == 1 else DEFAULT_MULTINODE_PORT
@@ -73,7 +76,7 @@ def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
         nnodes=nnodes,
         node_rank=node_rank,
         master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
-        master_port=_int_env(env, "MASTER_PORT", single_node_port),
+        master_port=port or single_node_port,
     )
 
 

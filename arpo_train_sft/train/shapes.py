@@ -67,9 +67,24 @@ def shape_from_config(config: dict) -> ModelShape:
     )
 
 
+def cached_hub_config(repo_id: str) -> Path | None:
+    """The config.json of hub id `repo_id` in the local Hugging Face cache, if it was downloaded."""
+    if Path(repo_id).is_dir() or repo_id.count("/") != 1:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
 def model_shape(name: str) -> ModelShape:
-    """The shape of `model_name_or_path`: its config.json when it is a local directory, else the table."""
+    """The shape of `model_name_or_path`: its config.json (a local dir or the hub cache), else the table."""
     config_path = Path(name) / "config.json"
+    if not config_path.is_file():
+        config_path = cached_hub_config(name) or config_path
     if config_path.is_file():
         try:
             return shape_from_config(json.loads(config_path.read_text(encoding="utf-8")))

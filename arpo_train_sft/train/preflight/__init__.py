@@ -1,0 +1,143 @@
+"""`arpo-sft preflight`: every check that runs in seconds before torchrun, printed as one table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from ...errors import UserError
+from .rows import FAIL, WARN, Gpu, Plan, Row
+
+SKIP_FLAG = "--skip-preflight"
+
+
+def checks() -> list[Callable[[Plan], list[Row]]]:
+    """Every check, in the order of the table; adding one is adding a line here."""
+    from .arguments import check_config
+    from .environment import check_gpus, check_topology, check_versions
+    from .files import check_dataset, check_deepspeed_file, check_model, check_output_dir
+    from .repro import check_reproduction
+
+    return [
+        check_config,  # keys, values, template, then LLaMA-Factory's parser and DeepSpeed's schema
+        check_versions,
+        check_gpus,
+        # check_memory goes here: train/estimate.py's estimate(cfg, gpus=, gpu_mem_gib=) against the GPUs,
+        # and whether the DeepSpeed stage/offload in the config is the one the estimate advises.
+        check_topology,
+        check_model,
+        check_dataset,
+        check_deepspeed_file,
+        check_output_dir,
+        check_reproduction,
+    ]
+
+
+def run_preflight(plan: Plan) -> list[Row]:
+    """All rows for `plan`, in table order."""
+    return [row for check in checks() for row in check(plan)]
+
+
+def failures(rows: list[Row]) -> list[str]:
+    """The failing rows as error lines, one each."""
+    return [row.line for row in rows if row.status == FAIL]
+
+
+def print_table(rows: list[Row], title: str) -> None:
+    """The rows as one rich table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    table = Table(title=title, show_lines=False)
+    for column in ("check", "status", "found", "fix"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row.check, f"[{colours[row.status]}]{row.status}[/]", row.found, row.fix)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bool]:
+    """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem-gib declare; and whether declared."""
+    from .environment import detect_gpus
+
+    mem = None
+    if mem_flag is not None:
+        try:
+            mem = float(mem_flag)
+        except ValueError:
+            mem = -1.0
+        if not 0 < mem < float("inf"):
+            raise UserError(
+                f"--gpu-mem-gib {mem_flag!r}: expected the memory of one GPU in GiB, above 0 (e.g. 80)"
+            )
+    visible = detect_gpus()
+    if gpus_flag is None:
+        if mem is None:
+            return visible, False
+        if not visible:
+            raise UserError("--gpu-mem-gib: no GPU is visible here; also pass --gpus N to plan for N GPUs")
+        return [Gpu(gpu.name, mem, gpu.capability) for gpu in visible], True
+    if not gpus_flag.isdigit() or int(gpus_flag) < 1:
+        raise UserError(f"--gpus {gpus_flag!r}: expected a whole number of GPUs per node, 1 or more (e.g. 8)")
+    template = visible[0] if visible else Gpu("declared GPU", 0.0)
+    return [
+        Gpu(template.name, mem or template.mem_gib, template.capability) for _ in range(int(gpus_flag))
+    ], True
+
+
+def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
+    """Load the config with its overrides and collect what the checks judge it against."""
+    from ..config import load_run_config
+
+    cfg = load_run_config(Path(args.config), args.overrides)
+    gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem_gib", None))
+    return Plan(cfg=cfg, gpus=gpus, env=dict(os.environ), declared=declared, fresh=fresh)
+
+
+def report(rows: list[Row], as_json: bool, title: str) -> None:
+    """Print the rows (table or JSON); raise UserError with one line per failing row."""
+    if as_json:
+        print(json.dumps([row.__dict__ for row in rows], indent=1))
+    else:
+        print_table(rows, title)
+    warned = sum(row.status == WARN for row in rows)
+    problems = failures(rows)
+    if not as_json:
+        verdict = f"{len(problems)} failed" if problems else "all passed"
+        print(f"[arpo-sft] preflight: {len(rows)} rows, {verdict}, {warned} warning(s)", flush=True)
+    if problems:
+        raise UserError(problems)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every check on CONFIG; exit 0 when all pass, 2 otherwise."""
+    plan = make_plan(args, fresh=args.fresh)
+    report(run_preflight(plan), args.json, f"preflight: {plan.cfg.path}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add `preflight` to the command tree."""
+    parser = subparsers.add_parser(
+        "preflight",
+        help="check a training config, this machine and the output dir in seconds, without starting training",
+        description="Run every check `arpo-sft train` runs before torchrun and print them as one table: "
+        "the config through LLaMA-Factory's own parser, package versions, GPUs, rendezvous settings, model, "
+        "dataset, DeepSpeed JSON, output_dir (disk, resume) and departures from ARPO's published run "
+        "(warnings only). Exit 0 when every check passes, 2 otherwise.",
+        epilog="examples:\n  arpo-sft preflight yaml/sft_config.yaml\n"
+        "  arpo-sft preflight yaml/qwen2.5-14b.yaml --gpus 8 --gpu-mem-gib 80   plan for another machine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a YAML key")
+    parser.add_argument("--gpus", help="plan for this many GPUs per node instead of the ones visible here")
+    parser.add_argument("--gpu-mem-gib", help="plan for GPUs with this much memory each (GiB)")
+    parser.add_argument("--fresh", action="store_true", help="judge a `train --fresh` launch (no resume)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.set_defaults(func=run)

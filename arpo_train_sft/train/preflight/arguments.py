@@ -1,0 +1,153 @@
+"""Preflight on the config itself: keys, value types and ranges, template, then LLaMA-Factory's own parser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from ..launch import free_port
+from .child import RESULT_MARK
+from .rows import FAIL, OK, SKIP, Plan, Row
+
+# Numbers LLaMA-Factory takes without a word and that only fail (or silently do nothing) once training runs.
+_POSITIVE = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len",
+             "save_steps", "logging_steps", "save_total_limit", "max_samples", "preprocessing_num_workers")  # fmt: skip
+_NOT_NEGATIVE = ("warmup_steps", "weight_decay", "max_grad_norm")
+# A torchrun rank's environment for the one-rank job the LLaMA-Factory check runs in.
+_ONE_RANK = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "0"}
+_PRECISION_FLAGS = ("bf16", "fp16", "pure_bf16")
+CHILD_TIMEOUT_S = 600
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def range_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(found, fix) for numbers that type-check but make no sense for training."""
+    problems = []
+    for key in _POSITIVE:
+        value = values.get(key)
+        if _is_number(value) and value <= 0:
+            problems.append((f"{key}: {value} must be above 0", f"set {key} to a positive number"))
+    for key in _NOT_NEGATIVE:
+        value = values.get(key)
+        if _is_number(value) and value < 0:
+            problems.append((f"{key}: {value} must not be negative", f"set {key} to 0 or more"))
+    max_steps = values.get("max_steps", -1)
+    if _is_number(max_steps) and max_steps != -1 and max_steps < 1:
+        problems.append((f"max_steps: {max_steps} must be -1 (use epochs) or at least 1", "fix max_steps"))
+    epochs = values.get("num_train_epochs", 3.0)
+    if _is_number(epochs) and epochs <= 0:
+        problems.append((f"num_train_epochs: {epochs} must be above 0", "set num_train_epochs (ARPO: 3)"))
+    return problems
+
+
+def _rows(check: str, problems: list[tuple[str, str]], where: str, passed: str) -> list[Row]:
+    if not problems:
+        return [Row(check, OK, passed)]
+    return [Row(check, FAIL, found, fix, where) for found, fix in problems]
+
+
+def check_config(plan: Plan) -> list[Row]:
+    """Keys, types, ranges and template first; LLaMA-Factory's full parse only once those pass."""
+    from ...lf import args
+
+    values, where = plan.cfg.values, plan.where
+    rows = _rows("keys", args.unknown_key_problems(values), where, f"{len(values)} keys, all LLaMA-Factory's")
+    rows += _rows("values", args.type_problems(values) + range_problems(values), where, "types and ranges ok")
+    template = values.get("template")
+    known = args.template_names()
+    if template is not None and template not in known:
+        import difflib
+
+        close = difflib.get_close_matches(str(template), known, n=1)
+        fix = f"did you mean '{close[0]}'?" if close else "use qwen (ARPO) or qwen_mask_results"
+        rows.append(Row("template", FAIL, f"template '{template}' is not a known template", fix, where))
+    else:
+        rows.append(
+            Row("template", OK, f"{template} (known)" if template else "none: taken from the tokenizer")
+        )
+    deepspeed = values.get("deepspeed")
+    if any(row.status == FAIL for row in rows) or (deepspeed and not Path(str(deepspeed)).is_file()):
+        skipped = "not run: fix the other failing rows first"
+        return rows + [Row("llamafactory", SKIP, skipped), Row("deepspeed schema", SKIP, skipped)]
+    return rows + llamafactory_rows(plan)
+
+
+def _installed(name: str) -> bool:
+    try:
+        version(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def child_values(plan: Plan) -> tuple[dict[str, Any], list[str]]:
+    """The values LLaMA-Factory will see at launch, less what other rows judge on this machine; and what was set."""
+    from ...checkpoint.resume import plan_resume
+
+    values = dict(plan.cfg.values)
+    adjusted = []
+    if not plan.gpus or plan.declared:
+        for key in _PRECISION_FLAGS:
+            if values.get(key):
+                values[key] = False
+                adjusted.append(f"{key} off (no GPU here: see gpus)")
+    if values.get("enable_liger_kernel") and not _installed("liger-kernel"):
+        values["enable_liger_kernel"] = False
+        adjusted.append("enable_liger_kernel off (see versions)")
+    # Resume, fresh start or refusal is the resume row's to say; here LLaMA-Factory gets the checkpoint the
+    # launcher will pass and skips its own look at output_dir.
+    if not plan.fresh and "resume_from_checkpoint" not in values and not values.get("overwrite_output_dir"):
+        resume = plan_resume(plan.cfg.output_dir).resume_from
+        if resume is not None:
+            values["resume_from_checkpoint"] = str(resume)
+    values["overwrite_output_dir"] = True
+    return values, adjusted
+
+
+def llamafactory_rows(plan: Plan) -> list[Row]:
+    """Run train/preflight/child.py as one torchrun rank would; turn its verdicts into rows."""
+    values, adjusted = child_values(plan)
+    request = {"values": values, "deepspeed": values.get("deepspeed")}
+    env = {**plan.env, **_ONE_RANK, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "arpo_train_sft.train.preflight.child"],
+            input=json.dumps(request), env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        found = f"LLaMA-Factory's parser did not answer in {CHILD_TIMEOUT_S} s"
+        return [Row("llamafactory", FAIL, found, "run `arpo-sft preflight` again; report it if it persists")]
+    marked = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if not marked:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [
+            Row(
+                "llamafactory",
+                FAIL,
+                f"the check itself crashed (exit {proc.returncode}): {tail}",
+                "report it",
+            )
+        ]
+    result = json.loads(marked[-1][len(RESULT_MARK) :])
+    note = f" ({'; '.join(adjusted)})" if adjusted else ""
+    problem = result["llamafactory"]
+    if problem:
+        found = f"LLaMA-Factory refuses it: {problem.removeprefix('ValueError: ').rstrip('.')}"
+        rows = [Row("llamafactory", FAIL, found, "change the setting it names", plan.where)]
+    else:
+        rows = [Row("llamafactory", OK, f"get_train_args accepts it{note}")]
+    if not request["deepspeed"]:
+        return rows + [Row("deepspeed schema", SKIP, "no deepspeed config")]
+    ds_problems = result["deepspeed"]
+    fix = "use one of examples/deepspeed/*.json as a base"
+    return rows + (
+        [Row("deepspeed schema", FAIL, found, fix, str(request["deepspeed"])) for found in ds_problems]
+        or [Row("deepspeed schema", OK, "zero_optimization valid for DeepSpeedZeroConfig")]
+    )

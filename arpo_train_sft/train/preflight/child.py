@@ -1,0 +1,66 @@
+"""The part of preflight that must run in a throwaway process: LLaMA-Factory's and DeepSpeed's own validation.
+
+`get_train_args` sets up devices while it builds TrainingArguments (a CUDA context on GPU 0, and under
+DeepSpeed a process group); in the launcher that would stay alive for the whole run. So the parent starts
+this module with the environment of a one-rank torchrun job, reads one result line, and the process ends.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULT_MARK = "ARPO_PREFLIGHT_RESULT "
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def llamafactory_problem(values: dict[str, Any]) -> str | None:
+    """What LLaMA-Factory refuses in `values` (its own message), or None when it accepts them."""
+    from ...lf.args import parse_train_args
+
+    try:
+        parse_train_args(values)
+    except Exception as err:  # noqa: BLE001  (whatever it raises is its refusal; report it, do not crash)
+        return _first_line(err)
+    return None
+
+
+def deepspeed_problems(path: Path) -> list[str]:
+    """The `zero_optimization` section checked by DeepSpeed's own config class ("auto" is filled in later)."""
+    import pydantic
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return [f"{path}: {_first_line(err)}"]
+    zero = config.get("zero_optimization", {})
+    try:
+        DeepSpeedZeroConfig(**{key: value for key, value in zero.items() if value != "auto"})
+    except pydantic.ValidationError as err:
+        return [
+            f"zero_optimization.{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in err.errors()
+        ]
+    except TypeError as err:
+        return [f"zero_optimization: {_first_line(err)}"]
+    return []
+
+
+def main() -> None:
+    """Read {"values": ..., "deepspeed": path or null} on stdin; print one result line."""
+    request = json.loads(sys.stdin.read())
+    result: dict[str, Any] = {"llamafactory": llamafactory_problem(request["values"]), "deepspeed": []}
+    if request.get("deepspeed"):
+        result["deepspeed"] = deepspeed_problems(Path(request["deepspeed"]))
+    print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

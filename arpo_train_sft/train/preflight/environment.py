@@ -1,0 +1,155 @@
+"""Preflight on the machine: package versions against the pins, GPUs, and torchrun's rendezvous settings."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from importlib.metadata import PackageNotFoundError, requires, version
+
+from ...errors import UserError
+from ..launch import CPU_RANKS, topology_from_env
+from .rows import FAIL, OK, SKIP, WARN, Gpu, Plan, Row
+
+DISTRIBUTION = "arpo-train-sft"
+# torch is pinned by LLaMA-Factory, not by us: its requirement is the one that counts.
+_CORE = {"llamafactory": DISTRIBUTION, "transformers": DISTRIBUTION, "deepspeed": DISTRIBUTION,
+         "torch": "llamafactory"}  # fmt: skip
+_LOGGERS = {"wandb": "wandb", "tensorboard": "tensorboard"}
+# Ampere (8.0) is the first generation with bf16 tensor cores and FlashAttention-2 kernels.
+MIN_CAPABILITY = (8, 0)
+MIN_DDP_TIMEOUT_S = 600
+
+
+def _requirement(owner: str, name: str) -> str | None:
+    """The requirement `owner` declares on `name` (e.g. 'transformers==5.5.4'), extras included."""
+    from packaging.requirements import Requirement
+
+    try:
+        declared = requires(owner) or []
+    except PackageNotFoundError:
+        return None
+    for text in declared:
+        req = Requirement(text)
+        if req.name.lower() == name:
+            return f"{req.name}{req.specifier}"
+    return None
+
+
+def _version_row(name: str, owner: str, needed_for: str = "") -> Row:
+    from packaging.requirements import Requirement
+
+    pin = _requirement(owner, name) or name
+    try:
+        installed = version(name)
+    except PackageNotFoundError:
+        why = f" ({needed_for})" if needed_for else ""
+        return Row("versions", FAIL, f"{name} is not installed{why}", f"pip install '{pin}'")
+    if not Requirement(pin).specifier.contains(installed, prereleases=True):
+        return Row("versions", FAIL, f"{name} {installed} does not match {pin}", f"pip install '{pin}'")
+    return Row("versions", OK, f"{name} {installed} ({pin})")
+
+
+def check_versions(plan: Plan) -> list[Row]:
+    """torch, transformers, llamafactory, deepspeed; flash-attn, liger-kernel and loggers when used."""
+    values = plan.cfg.values
+    rows = [_version_row(name, owner) for name, owner in _CORE.items()]
+    if str(values.get("flash_attn", "auto")) == "fa2":
+        rows.append(_version_row("flash-attn", DISTRIBUTION, "flash_attn: fa2"))
+    if values.get("enable_liger_kernel"):
+        rows.append(_version_row("liger-kernel", DISTRIBUTION, "enable_liger_kernel: true"))
+    report_to = values.get("report_to") or []
+    for backend in [report_to] if isinstance(report_to, str) else report_to:
+        if backend in _LOGGERS:
+            rows.append(_version_row(_LOGGERS[backend], DISTRIBUTION, f"report_to: {backend}"))
+    return rows
+
+
+def detect_gpus() -> list[Gpu]:
+    """The CUDA devices this process sees, read from their properties (no memory is allocated)."""
+    import torch
+
+    gpus = []
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        gpus.append(Gpu(props.name, props.total_memory / 2**30, (props.major, props.minor)))
+    return gpus
+
+
+def world_size(plan: Plan) -> int:
+    """Ranks in the whole job, as torchrun will start them (falls back to the visible GPUs)."""
+    try:
+        topo = topology_from_env(plan.env, len(plan.gpus))
+    except UserError:
+        return len(plan.gpus) or CPU_RANKS
+    return topo.nproc_per_node * topo.nnodes
+
+
+def check_gpus(plan: Plan) -> list[Row]:
+    """GPUs visible vs ranks requested, memory per GPU, and bf16 / FlashAttention-2 support."""
+    cfg, gpus = plan.cfg, plan.gpus
+    needs = cfg.gpu_only_settings()
+    if not gpus:
+        if needs:
+            return [Row("gpus", FAIL, f"this config needs GPUs ({', '.join(needs)}) but no CUDA device is visible",
+                        "run it on a GPU node, or try the CPU demo `bash sft_train.sh yaml/demo_cpu.yaml`",
+                        plan.where)]  # fmt: skip
+        return [Row("gpus", OK, f"no GPU: {CPU_RANKS} CPU ranks (gloo)")]
+    source = "declared" if plan.declared else "visible"
+    rows = [Row("gpus", OK, f"{len(gpus)} {source}: {gpus[0].name}, {gpus[0].mem_gib:.1f} GiB each")]
+    requested = plan.env.get("NPROC_PER_NODE", "")
+    if requested.isdigit() and int(requested) > len(gpus):
+        rows = [Row("gpus", FAIL, f"NPROC_PER_NODE={requested} but {len(gpus)} GPUs are {source}",
+                    f"set NPROC_PER_NODE to {len(gpus)} or less (or unset it)")]  # fmt: skip
+    capability = min((gpu.capability for gpu in gpus if gpu.capability), default=None)
+    for key, wanted, fix in (
+        ("bf16", bool(cfg.values.get("bf16")), "set bf16: false and fp16: true"),
+        ("flash_attn", str(cfg.values.get("flash_attn", "auto")) == "fa2", "set flash_attn: sdpa"),
+    ):
+        if not wanted:
+            continue
+        if capability is None:
+            rows.append(Row(key, SKIP, "not checked: GPUs declared with --gpus, not detected"))
+        elif capability < MIN_CAPABILITY:
+            found = (
+                f"{key} needs compute capability 8.0+ (Ampere); this GPU has {capability[0]}.{capability[1]}"
+            )
+            rows.append(Row(key, FAIL, found, fix, plan.where))
+        else:
+            rows.append(Row(key, OK, f"supported (compute capability {capability[0]}.{capability[1]})"))
+    return rows
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))
+        except OSError as err:
+            return err.errno == errno.EADDRINUSE
+    return False
+
+
+def check_topology(plan: Plan) -> list[Row]:
+    """NPROC_PER_NODE / NNODES / NODE_RANK / MASTER_* consistent, the port free on node 0, ddp_timeout sane."""
+    try:
+        topo = topology_from_env(plan.env, len(plan.gpus))
+    except UserError as err:
+        rows = [Row("topology", FAIL, problem, "fix the environment variable") for problem in err.problems]
+    else:
+        found = f"{topo.nnodes} node(s) x {topo.nproc_per_node} ranks, this is node {topo.node_rank}"
+        rows = [Row("topology", OK, f"{found}, master {topo.master_addr}:{topo.master_port}")]
+        if topo.node_rank == 0 and plan.env.get("MASTER_PORT") and _port_in_use(topo.master_port):
+            rows.append(Row("topology", FAIL, f"MASTER_PORT={topo.master_port} is already in use on this node",
+                            "pick a free port (or unset MASTER_PORT on a single node)"))  # fmt: skip
+    timeout = plan.cfg.values.get("ddp_timeout", 1800)
+    if not isinstance(timeout, int) or isinstance(timeout, bool):
+        return rows  # the values row names the type problem
+    if timeout <= 0:
+        rows.append(
+            Row("ddp_timeout", FAIL, f"ddp_timeout: {timeout} s", "set it in seconds, e.g. 1800", plan.where)
+        )
+    elif timeout < MIN_DDP_TIMEOUT_S:
+        rows.append(Row("ddp_timeout", WARN, f"ddp_timeout: {timeout} s: ranks waiting on rank 0's tokenizing "
+                        "time out", f"set it to {MIN_DDP_TIMEOUT_S} or more", plan.where))  # fmt: skip
+    else:
+        rows.append(Row("ddp_timeout", OK, f"{timeout} s"))
+    return rows

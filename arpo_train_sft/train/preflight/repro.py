@@ -1,0 +1,60 @@
+"""Reproduction guardrails: warn (never fail) where a config departs from ARPO's published SFT run."""
+
+from __future__ import annotations
+
+from .rows import OK, WARN, Plan, Row
+
+# ARPO's published cold-start SFT run (its sft_config.yaml on 8 GPUs): the values that change results.
+ARPO_GLOBAL_BATCH = 16  # 1 per GPU x 2 accumulation x 8 GPUs
+ARPO_LEARNING_RATE = 7.0e-6
+ARPO_EPOCHS = 3.0
+ARPO_CUTOFF_LEN = 15000
+ARPO_TEMPLATE = "qwen"
+MASKING_TEMPLATE = "qwen_mask_results"
+
+
+def departures(values: dict, world_size: int) -> list[tuple[str, str]]:
+    """(what departs, why it matters) for each result-changing setting that differs from ARPO's run."""
+    found = []
+    per_device = values.get("per_device_train_batch_size", 8)
+    accumulation = values.get("gradient_accumulation_steps", 1)
+    if isinstance(per_device, int) and isinstance(accumulation, int):
+        batch = per_device * accumulation * world_size
+        if batch != ARPO_GLOBAL_BATCH:
+            found.append((
+                f"global batch {batch} = {per_device} per device x {accumulation} accumulation x {world_size} ranks",
+                f"ARPO used {ARPO_GLOBAL_BATCH}; another batch changes the number and size of steps, so the fit",
+            ))  # fmt: skip
+    lr = values.get("learning_rate", 5e-5)
+    if lr != ARPO_LEARNING_RATE:
+        found.append((f"learning_rate {lr}", f"ARPO used {ARPO_LEARNING_RATE:g}"))
+    if isinstance(values.get("max_steps"), int) and values["max_steps"] > 0:
+        found.append((f"max_steps {values['max_steps']}", f"ARPO trained {ARPO_EPOCHS:g} full epochs"))
+    elif values.get("num_train_epochs", 3.0) != ARPO_EPOCHS:
+        found.append((f"num_train_epochs {values.get('num_train_epochs')}", f"ARPO used {ARPO_EPOCHS:g}"))
+    cutoff = values.get("cutoff_len", 2048)
+    if cutoff != ARPO_CUTOFF_LEN:
+        found.append(
+            (f"cutoff_len {cutoff}", f"ARPO used {ARPO_CUTOFF_LEN}; rows are cut at a different length")
+        )
+    template = values.get("template")
+    if template == MASKING_TEMPLATE:
+        found.append(
+            (
+                f"template {template}: masking on",
+                "ARPO trained on tool results too (template qwen, no masking)",
+            )
+        )
+    elif template != ARPO_TEMPLATE:
+        found.append((f"template {template}", f"ARPO used {ARPO_TEMPLATE}"))
+    return found
+
+
+def check_reproduction(plan: Plan) -> list[Row]:
+    """One warning row per departure from ARPO's published run, or one ok row."""
+    from .environment import world_size
+
+    found = departures(plan.cfg.values, world_size(plan))
+    if not found:
+        return [Row("ARPO run", OK, "global batch, learning rate, epochs, cutoff and template match ARPO")]
+    return [Row("ARPO run", WARN, what, why) for what, why in found]

@@ -1,0 +1,51 @@
+"""What every preflight check takes (the run as planned) and gives back (rows of the table)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..config import RunConfig
+
+OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the preflight table: which check, how it went, what was found, and how to fix it."""
+
+    check: str
+    status: str
+    found: str
+    fix: str = ""
+    where: str = ""  # the file the problem is in, when it is in one
+
+    @property
+    def line(self) -> str:
+        """The row as one error line: where, what, and the fix."""
+        text = f"{self.found}: {self.fix}" if self.fix else self.found
+        return f"{self.where}: {text}" if self.where else text
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU as preflight sees it; `capability` is None when it was declared (--gpus), not detected."""
+
+    name: str
+    mem_gib: float
+    capability: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run preflight judges: the merged config, the GPUs per node, the environment, the relaunch mode."""
+
+    cfg: RunConfig
+    gpus: list[Gpu]
+    env: Mapping[str, str]
+    declared: bool = False  # GPUs came from --gpus/--gpu-mem-gib rather than from this machine
+    fresh: bool = False
+
+    @property
+    def where(self) -> str:
+        return str(self.cfg.path)
