@@ -24,6 +24,8 @@ _SHARD = re.compile(r"^(bf16_)?zero_pp_rank_(\d+)_mp_rank_00_(model|optim)_state
 _RNG = re.compile(r"^rng_state_(\d+)\.pth$")
 MODEL_STATES = "mp_rank_00_model_states.pt"
 TRAINER_STATE = "trainer_state.json"
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save zips
+CHECKED = (*TORCH_SUFFIXES, ".safetensors")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # LLaMA-Factory refuses an output_dir with one of these and no checkpoint-N/ (its CHECKPOINT_NAMES).
 FINAL_WEIGHTS = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", "pytorch_model.bin.index.json",
@@ -103,8 +105,8 @@ def scan(path: Path, world: int | None = None, stage: int | None = None) -> Chec
         weight = _hf_weights(path, names)
     state = _state(path, names, rng, world, deepspeed)
     named = {p.file for p in weight + state}
-    for file in top:  # whatever else is there must be whole too: a torn file means a torn save
-        if file not in named and (reason := whole(file)):
+    for file in top:  # the rest must be whole too; tokenizer files are left out (tens of MB of JSON)
+        if file.suffix in CHECKED and file not in named and (reason := whole(file)):
             is_weight = not deepspeed and file.name.startswith(("model", "pytorch_model"))
             (weight if is_weight else state).append(Problem(file, reason))
     return CheckpointScan(path, _global_step(path / TRAINER_STATE), found_stage, world, tag_dir,
@@ -115,7 +117,7 @@ def whole(file: Path) -> str:
     """Why `file` is not a whole PyTorch zip, safetensors or JSON file; empty when it looks whole."""
     if not file.is_file():
         return "missing"
-    if file.suffix in (".pt", ".pth", ".bin"):
+    if file.suffix in TORCH_SUFFIXES:
         return _torch_problem(file)
     if file.suffix == ".safetensors":
         return _safetensors_problem(file)
