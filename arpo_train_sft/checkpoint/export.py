@@ -74,7 +74,7 @@ def _confirm_zero(found: CheckpointScan) -> CheckpointScan:
     import torch
 
     # Model states (small under ZeRO-3) record the world size and DeepSpeed config: this also names a
-    # rank whose files are all gone, and tells ZeRO-1 from 2 and a bf16 ZeRO-0.
+    # rank whose files are all gone, and tells ZeRO-1 from 2.
     first = sorted(found.tag_dir.glob("*model_states.pt"))[0]
     meta = torch.load(first, map_location="cpu", mmap=True, weights_only=False)
     world = max(found.world, int(meta.get("dp_world_size", found.world)))

@@ -1,12 +1,13 @@
 """What a checkpoint directory holds, and whether each file a resume or an export reads is there and whole.
 
-Layouts, as DeepSpeed 0.19 and the Trainer write them (measured by training the demo on 2 ranks):
+Layouts, as DeepSpeed 0.19 and the Trainer write them (measured: the demo on 2 CPU ranks under each
+shipped config, in fp32 and in bf16):
 - every checkpoint: trainer_state.json (written last), rng_state_<rank>.pth (rng_state.pth on one rank);
 - DeepSpeed: `latest` naming global_step<N>/, scheduler.pt (the Trainer loads it unconditionally), and in
   global_step<N>/: ZeRO-3 one zero_pp_rank_<r>_mp_rank_00_model_states.pt and one ..._optim_states.pt per
   rank; ZeRO-1/2 one mp_rank_00_model_states.pt and the per-rank optim shards; ZeRO-0 only
-  mp_rank_00_model_states.pt (it holds the optimizer too). A bf16 run prefixes the optim shards with
-  `bf16_`, and a bf16 ZeRO-0 run (DeepSpeed's BF16_Optimizer) writes them per rank as ZeRO-1/2 do.
+  mp_rank_00_model_states.pt (it holds the optimizer too). bf16 prefixes the optim shards with `bf16_`;
+  CPU offload of optimizer or parameters changes no name.
 - without DeepSpeed: model.safetensors (or an index and its shards), optimizer.pt, scheduler.pt.
 The integrity checks read headers and directories only, never a tensor.
 """
@@ -47,7 +48,7 @@ class CheckpointScan:
 
     path: Path
     step: int | None  # trainer_state.json's global_step
-    # 3 (per-rank model states), 2 (one model file + per-rank optim shards: ZeRO-1/2, or bf16 ZeRO-0),
+    # 3 (per-rank model states), 2 (one model file + per-rank optim shards: ZeRO-1 or 2, alike on disk),
     # 0 (one model file only), None (no DeepSpeed)
     stage: int | None
     world: int  # ranks that wrote it, as far as the file names tell
@@ -151,11 +152,15 @@ def _safetensors_problem(file: Path) -> str:
             return f"not a readable safetensors file (truncated: {size} bytes, cut inside its header)"
         try:
             header = json.loads(stream.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return "not a readable safetensors file (its header is not valid JSON)"
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
-    if 8 + length + max(ends, default=0) != size:
-        return f"not a readable safetensors file (truncated: {size} bytes, its header promises {8 + length + max(ends, default=0)})"
+            end = (
+                8
+                + length
+                + max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            )
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, IndexError, TypeError):
+            return "not a readable safetensors file (its header is not a safetensors header)"
+    if end != size:
+        return f"not a readable safetensors file (truncated: {size} bytes, its header promises {end})"
     return ""
 
 
@@ -171,7 +176,7 @@ def _zero(tag_dir: Path, world: int, stage: int | None) -> tuple[int, int, list[
         stage = 3 if shards["model"] else 2 if shards["optim"] else 0
     world = max(world, max(shards["model"].keys() | shards["optim"].keys(), default=-1) + 1)
     expected = [] if stage == 3 else [tag_dir / MODEL_STATES]
-    kinds = ("model", "optim") if stage == 3 else ("optim",) if stage in (1, 2) or shards["optim"] else ()
+    kinds = ("model", "optim") if stage == 3 else ("optim",) if stage in (1, 2) else ()
     for kind in kinds:
         prefix = bf16 if kind == "optim" else ""
         expected += [shards[kind].get(r, tag_dir / f"{prefix}zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt")
@@ -195,9 +200,8 @@ def _hf_weights(path: Path, names: set[str]) -> list[Problem]:
         return [Problem(path / s, "missing (named by the index)") for s in shards if s not in names]
     if "model.safetensors" in names or "pytorch_model.bin" in names:
         return []
-    return [
-        Problem(path, "not a checkpoint (no DeepSpeed `latest` file, no global_step*/, no model.safetensors)")
-    ]
+    reason = "not a checkpoint (no DeepSpeed `latest` file, no global_step*/, no model.safetensors)"
+    return [Problem(path, reason, "pass a checkpoint-N/ dir or a finished run's output_dir")]
 
 
 def _state(path: Path, names: set[str], rng: set[int], world: int, deepspeed: bool) -> list[Problem]:
@@ -210,7 +214,7 @@ def _state(path: Path, names: set[str], rng: set[int], world: int, deepspeed: bo
         problems.append(Problem(state_file, "missing (the Trainer writes it last: the save was interrupted)"))
     elif reason := whole(state_file):
         problems.append(Problem(state_file, reason))
-    elif checkpoint_step(path) not in (None, step := _global_step(state_file)):
+    elif (step := _global_step(state_file)) != checkpoint_step(path):
         problems.append(
             Problem(state_file, f"says global_step {step}, the directory name {checkpoint_step(path)}")
         )

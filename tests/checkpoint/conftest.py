@@ -1,8 +1,8 @@
 """Checkpoint directories laid out file for file as DeepSpeed and the Trainer write them.
 
-The file names come from 2-rank runs of the demo under each shipped DeepSpeed config (fp32 on CPU)
-and the same configs with bf16; the files hold real torch.save / safetensors bytes, so the integrity
-checks see what a real save leaves.
+The file names come from 2-rank CPU runs of the demo under each shipped DeepSpeed config, in fp32 and
+(with `use_cpu=true bf16=true`, past the launcher's GPU check) in bf16, plus a stage-1 config; the files
+hold real torch.save / safetensors bytes, so the integrity checks see what a real save leaves.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ MODEL = "mp_rank_00_model_states.pt"
 SHARD = "{prefix}zero_pp_rank_{rank}_mp_rank_00_{kind}_states.pt"
 # What global_step<N>/ holds, per layout: (stage the scan reports, per-rank shard kinds, optim prefix)
 ZERO_LAYOUTS = {
-    "zero0": (0, (), ""),  # ds_z0_config.json, fp32: one file holding the optimizer too
-    "zero0-bf16": (2, ("optim",), "bf16_"),  # BF16_Optimizer: per-rank shards, as ZeRO-1/2
+    "zero0": (0, (), ""),  # ds_z0_config.json, fp32 or bf16: one file that holds the optimizer too
     "zero2": (2, ("optim",), ""),  # ds_z2_config.json and ds_z2_offload_config.json
-    "zero2-bf16": (2, ("optim",), "bf16_"),
+    "zero2-bf16": (2, ("optim",), "bf16_"),  # and bf16 ZeRO-1 (DeepSpeed's BF16_Optimizer): same names
     "zero3": (3, ("model", "optim"), ""),  # ds_z3_config.json and ds_z3_offload_config.json
     "zero3-bf16": (3, ("model", "optim"), "bf16_"),
 }

@@ -26,7 +26,7 @@ def test_one_rank_without_deepspeed_needs_rng_state_pth(make):
     assert scan(make("hf", world=1)).describe() == []
 
 
-@pytest.mark.parametrize("layout", ["zero2", "zero2-bf16", "zero3", "zero3-bf16", "zero0-bf16"])
+@pytest.mark.parametrize("layout", ["zero2", "zero2-bf16", "zero3", "zero3-bf16"])
 def test_a_missing_optim_shard_is_named_with_its_prefix(make, layout: str):
     path = make(layout, world=4)
     prefix = ZERO_LAYOUTS[layout][2]
@@ -64,6 +64,10 @@ def test_a_truncated_safetensors_file_is_found_from_its_header(make, tmp_path: P
     ]
     weights.write_bytes(full[:12])
     assert "cut inside its header" in scan(path).describe()[0]
+    weights.write_bytes((2).to_bytes(8, "little") + b"[]")
+    assert scan(path).describe() == [
+        "model.safetensors: not a readable safetensors file (its header is not a safetensors header)"
+    ]
     assert scan(path).weight_problems  # an export stops here, too
 
 
@@ -114,8 +118,14 @@ def test_a_rank_known_from_elsewhere_is_required(make):
     assert [p.file.name for p in scan(path, world=3).weight_problems] == [
         SHARD.format(prefix="", rank=2, kind=kind) for kind in ("model", "optim")
     ]
-    # a bf16 ZeRO-0 checkpoint looks like ZeRO-1/2; the stage recorded inside says which it is
-    assert scan(make("zero0-bf16", step=5), stage=0).describe() == []
+    # a ZeRO-2 checkpoint that lost every optim shard looks like ZeRO-0; the stage recorded inside tells
+    path = make("zero2", step=5)
+    for shard in (path / "global_step5").glob("*optim_states.pt"):
+        shard.unlink()
+    assert scan(path).describe() == []
+    assert [p.file.name for p in scan(path, stage=2).problems] == [
+        SHARD.format(prefix="", rank=r, kind="optim") for r in (0, 1)
+    ]
 
 
 def test_sharded_safetensors_and_a_finished_output_dir(make, tmp_path: Path, safetensors_bytes: bytes):
@@ -159,3 +169,22 @@ def test_list_checkpoints_numeric_order_ignores_set_aside(tmp_path: Path):
     (tmp_path / "checkpoint-5").write_text("a file, not a checkpoint")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-9", "checkpoint-100"]
     assert list_checkpoints(tmp_path / "absent") == []
+
+
+def test_export_reports_the_same_scan_in_its_own_words(make, tmp_path: Path):
+    from arpo_train_sft.checkpoint import export
+    from arpo_train_sft.errors import UserError
+
+    path = make("zero2-bf16")
+    shard = path / "global_step4" / SHARD.format(prefix="bf16_", rank=1, kind="optim")
+    shard.unlink()
+    with pytest.raises(UserError) as err:
+        export.inspect_source(path)
+    assert err.value.problems == [f"{shard}: missing (2 ranks saved this checkpoint); {export.FIX}"]
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(UserError) as err:
+        export.inspect_source(tmp_path / "notes")
+    assert err.value.problems == [
+        f"{tmp_path / 'notes'}: not a checkpoint (no DeepSpeed `latest` file, no global_step*/, no "
+        "model.safetensors); pass a checkpoint-N/ dir or a finished run's output_dir"
+    ]
