@@ -22,7 +22,7 @@ ZERO_LAYOUTS = {
     "zero2": (2, ("optim",), ""),  # ds_z2_config.json and ds_z2_offload_config.json
     "zero2-bf16": (2, ("optim",), "bf16_"),  # and bf16 ZeRO-1 (DeepSpeed's BF16_Optimizer): same names
     "zero3": (3, ("model", "optim"), ""),  # ds_z3_config.json and ds_z3_offload_config.json
-    "zero3-bf16": (3, ("model", "optim"), "bf16_"),
+    "zero3-bf16": (3, ("model", "optim"), "bf16_"),  # measured on 1 rank: 2 CPU ranks fail under bf16
 }
 # Next to global_step<N>/ in every DeepSpeed checkpoint the Trainer writes.
 TRAINER_FILES = ("scheduler.pt", "training_args.bin")
