@@ -26,8 +26,8 @@ from ..conftest import DEMO_STEPS, run_env
 pytestmark = pytest.mark.integration
 
 SHARD = "zero_pp_rank_{}_mp_rank_00_{}_states.pt"
-# cli.main with export wired in, whether or not cli.py lists it yet: the real error printing and exit code.
-CLI = "import sys; from arpo_train_sft import cli; cli.TOP_COMMANDS = ('export',); sys.exit(cli.main())"
+# The real `arpo-sft` entry point: its error printing and exit code.
+CLI = "import sys; from arpo_train_sft import cli; sys.exit(cli.main())"
 
 
 def run_cli(*argv: str) -> int:
