@@ -7,7 +7,6 @@ import contextlib
 import enum
 import json
 import pickle
-import re
 import shlex
 import shutil
 import sys
@@ -19,9 +18,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..train.launch import ENTRY_MODULE
-from .zero import shard_files
+from .scan import CheckpointScan, scan
 
-_RNG = re.compile(r"^rng_state_(\d+)\.pth$")
 # Copied as they are, so the export tokenizes and generates exactly as training did; this
 # generation_config.json replaces the one transformers derives from config.json.
 COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -66,69 +64,34 @@ def _one_line(err: Exception) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
-def _unreadable(path: Path) -> bool:
-    # torch.save writes a zip with its directory at the end: this catches empty, truncated and
-    # overwritten files without reading any tensor.
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return not any(name.endswith("/data.pkl") for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return True
+def _raise_problems(found: CheckpointScan) -> None:
+    if found.weight_problems:
+        raise UserError([f"{p.file}: {p.reason}; {p.fix or FIX}" for p in found.weight_problems])
 
 
-def _missing(tag_dir: Path, ranks: dict[str, set[int]], world: int, stage: int) -> list[str]:
-    kinds = ("model", "optim") if stage == 3 else ("optim",)  # ZeRO-1/2 keep one mp_rank_00 model file
-    names = [
-        f"zero_pp_rank_{r}_mp_rank_00_{k}_states.pt" for k in kinds for r in range(world) if r not in ranks[k]
-    ]
-    return [f"{tag_dir / name}: missing ({world} ranks saved this checkpoint); {FIX}" for name in names]
-
-
-def _zero_files(path: Path, tag: str) -> tuple[Path, int, int]:
-    """The tag dir, world size and ZeRO stage, once every rank's shard is there and readable."""
-    tag_dir = path / tag
-    if not tag_dir.is_dir():
-        raise UserError(f"{path / 'latest'}: names {tag}/, which does not exist; {FIX}")
-    ranks = {kind: set(files) for kind, files in shard_files(tag_dir).items()}
-    rng = {int(m.group(1)) for m in filter(None, (_RNG.match(f.name) for f in path.iterdir()))}
-    # First the file names alone, before DeepSpeed fails obscurely: a rank seen anywhere needs all its files.
-    world = max(ranks["model"] | ranks["optim"] | rng, default=0) + 1
-    stage = 3 if ranks["model"] or not (tag_dir / "mp_rank_00_model_states.pt").is_file() else 2
-    problems = _missing(tag_dir, ranks, world, stage) + [
-        f"{f}: not a readable PyTorch file (empty, truncated or overwritten); {FIX}"
-        for f in sorted(tag_dir.glob("*_states.pt"))
-        if _unreadable(f)
-    ]
-    if problems:
-        raise UserError(problems)
+def _confirm_zero(found: CheckpointScan) -> CheckpointScan:
+    """Scan again with the world size and stage the model states record."""
     import torch
 
     # Model states (small under ZeRO-3) record the world size and DeepSpeed config: this also names a
-    # rank whose files are all gone.
-    first = sorted(tag_dir.glob("*model_states.pt"))[0]
+    # rank whose files are all gone, and tells ZeRO-1 from 2.
+    first = sorted(found.tag_dir.glob("*model_states.pt"))[0]
     meta = torch.load(first, map_location="cpu", mmap=True, weights_only=False)
-    world = max(world, int(meta.get("dp_world_size", world)))
-    stage = int(meta.get("ds_config", {}).get("zero_optimization", {}).get("stage", stage))
-    if problems := _missing(tag_dir, ranks, world, stage):
-        raise UserError(problems)
-    return tag_dir, world, stage
+    world = max(found.world, int(meta.get("dp_world_size", found.world)))
+    stage = meta.get("ds_config", {}).get("zero_optimization", {}).get("stage", found.stage)
+    found = scan(found.path, world=world, stage=int(stage))
+    _raise_problems(found)
+    return found
 
 
 def inspect_source(path: Path) -> Source:
     """Check that path is a ZeRO checkpoint or a saved model, with a config and a tokenizer."""
-    tag_dir, world, stage = None, None, None
-    tags = sorted(p.name for p in path.glob("global_step*") if p.is_dir())
-    if (path / "latest").is_file():
-        tag_dir, world, stage = _zero_files(path, (path / "latest").read_text(encoding="utf-8").strip())
-    elif tags:
-        raise UserError(
-            f"{path}: has {tags[-1]}/ but no `latest` file; write it: echo {tags[-1]} > {path}/latest"
-        )
-    elif not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
-        raise UserError(
-            f"{path}: {'not a checkpoint' if path.is_dir() else 'not a directory'} (no DeepSpeed `latest` file, "
-            "no global_step*/, no model.safetensors); pass a checkpoint-N/ dir or a finished run's output_dir"
-        )
+    if not path.is_dir():
+        raise UserError(f"{path}: not a directory; pass a checkpoint-N/ dir or a finished run's output_dir")
+    found = scan(path)
+    _raise_problems(found)  # first the file names and zip directories, before DeepSpeed fails obscurely
+    if found.tag_dir is not None:
+        found = _confirm_zero(found)
     from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
@@ -142,7 +105,7 @@ def inspect_source(path: Path) -> Source:
             f"no tokenizer in {path} or its parent {path.parent}: copy the base model's tokenizer files "
             f"(tokenizer.json, tokenizer_config.json) into {path}"
         )
-    return Source(path, tag_dir, world, stage, tokenizer_dir, config)
+    return Source(path, found.tag_dir, found.world, found.stage, tokenizer_dir, config)
 
 
 def consolidate(source: Source) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..atomic import atomic_writer
 from ..errors import UserError
-from .zero import list_checkpoints
+from .scan import list_checkpoints
 
 TRAINER_LOG = "trainer_log.jsonl"
 TRAINER_STATE = "trainer_state.json"

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UserError
 from ..train.launch import say
-from .zero import checkpoint_problems, list_checkpoints
+from .scan import FINAL_WEIGHTS, list_checkpoints, scan
 
 if TYPE_CHECKING:
     from ..train.config import RunConfig
+
+TRAINER_LOG = "trainer_log.jsonl"  # LLaMA-Factory's per-step log, appended to by every launch
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ def plan_resume(output_dir: Path) -> ResumePlan:
     """Walk back from the newest checkpoint to the newest complete one."""
     incomplete = []
     for path in reversed(list_checkpoints(output_dir)):
-        problems = checkpoint_problems(path)
+        problems = scan(path).describe()
         if not problems:
             return ResumePlan(path, incomplete)
         incomplete.append((path, problems))
@@ -44,30 +47,79 @@ def set_aside(path: Path, label: str) -> Path:
     return target
 
 
-def has_previous_run(output_dir: Path) -> bool:
-    """Whether `output_dir` holds checkpoints or logs of an earlier run."""
-    return bool(list_checkpoints(output_dir)) or (output_dir / "trainer_log.jsonl").exists()
+def previous_run(output_dir: Path) -> str:
+    """What in `output_dir` shows an earlier run trained there (empty when nothing does).
+
+    A superset of LLaMA-Factory's own refusal (a final model file and no checkpoint-N/): checkpoints,
+    even incomplete ones, and a step log also mean that starting over would mix two runs in one dir.
+    """
+    if checkpoints := list_checkpoints(output_dir):
+        return f"{checkpoints[-1].name}/"
+    found = [name for name in (*FINAL_WEIGHTS, TRAINER_LOG) if (output_dir / name).is_file()]
+    return found[0] if found else ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a launch will do with output_dir, decided before anything is renamed or started."""
+
+    action: str  # "resume", "fresh", "configured" (the config decides), or "refuse"
+    summary: str  # one line for people: what will happen, or why it cannot
+    resume_from: Path | None = None
+    incomplete: tuple[tuple[Path, list[str]], ...] = ()
+    move_aside: Path | None = None  # --fresh: the earlier run to set aside
+
+
+def decide(cfg: RunConfig, fresh: bool) -> Decision:
+    """The one resume decision for a launch; reads output_dir and changes nothing."""
+    out = cfg.output_dir
+    if fresh:
+        earlier = previous_run(out)
+        moved = f"; the earlier run ({earlier}) is moved aside" if earlier else ""
+        return Decision("fresh", f"--fresh: starts at step 0{moved}", move_aside=out if earlier else None)
+    if "resume_from_checkpoint" in cfg.values:
+        return Decision(
+            "configured", f"resumes from {cfg.values['resume_from_checkpoint']} (set in the config)"
+        )
+    if cfg.values.get("overwrite_output_dir"):
+        return Decision(
+            "configured", "overwrite_output_dir is true, so a relaunch will not resume; set it to false"
+        )
+    plan = plan_resume(out)
+    incomplete = tuple(plan.incomplete)
+    if plan.resume_from is not None:
+        return Decision("resume", f"resuming from {plan.resume_from}", plan.resume_from, incomplete)
+    if earlier := previous_run(out):
+        return Decision(
+            "refuse",
+            f"{out}: holds an earlier run ({earlier}) but no complete checkpoint to resume from; "
+            "relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
+            "or set output_dir to a new directory",
+            incomplete=incomplete,
+        )
+    return Decision("fresh", f"starts at step 0 (no checkpoint in {out})")
 
 
 def resume_overrides(cfg: RunConfig, fresh: bool, first_node: bool) -> tuple[str, ...]:
-    """Resume from the newest complete checkpoint; set aside incomplete ones and, with --fresh, the old run."""
-    if fresh:
-        if first_node and has_previous_run(cfg.output_dir):
-            moved = set_aside(cfg.output_dir, "previous")
-            say(f"--fresh: moved the earlier run in {cfg.output_dir} to {moved} (nothing was deleted)")
-        return ()
-    if "resume_from_checkpoint" in cfg.values:
-        return ()
-    if cfg.values.get("overwrite_output_dir"):
-        say("warning: overwrite_output_dir is true, so a relaunch will not resume; set it to false")
-        return ()
-    plan = plan_resume(cfg.output_dir)
-    for path, problems in plan.incomplete:
+    """Carry out `decide`: set aside what it names (first node only), say so, and return the overrides."""
+    decision = decide(cfg, fresh)
+    for path, problems in decision.incomplete:
         note = f"warning: skipping incomplete checkpoint {path}: {'; '.join(problems)}"
-        if first_node:
+        if first_node and decision.action != "refuse":
             note += f"; moved it to {set_aside(path, 'incomplete')}"
         say(note)
-    if plan.resume_from is None:
+    if decision.action == "refuse":
+        raise UserError(decision.summary)
+    if decision.move_aside is not None:
+        if first_node:
+            moved = set_aside(decision.move_aside, "previous")
+            say(f"--fresh: moved the earlier run in {decision.move_aside} to {moved} (nothing was deleted)")
         return ()
-    say(f"resuming from {plan.resume_from}")
-    return (f"resume_from_checkpoint={plan.resume_from}",)
+    if decision.action == "configured":
+        if cfg.values.get("overwrite_output_dir") and "resume_from_checkpoint" not in cfg.values:
+            say(f"warning: {decision.summary}")
+        return ()
+    if decision.resume_from is None:
+        return ()
+    say(decision.summary)
+    return (f"resume_from_checkpoint={decision.resume_from}",)

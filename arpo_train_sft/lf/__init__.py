@@ -18,6 +18,10 @@ loudly, naming the item, when an upgrade changes one of them):
   runs inside LLaMA-Factory's own loop).
 - `hparams.parser._TRAIN_ARGS`: the training-argument dataclasses, to name unknown keys before launch.
 - `extras.constants.IGNORE_INDEX`: the label the loss skips.
+- `extras.constants.CHECKPOINT_NAMES`: the weight files whose presence in output_dir (without a
+  checkpoint-N/) makes LLaMA-Factory refuse to start; `checkpoint/scan.py`'s FINAL_WEIGHTS must cover them.
+- `hparams.parser.get_train_args(dict)`: every dataclass post-init and cross-check, run by preflight in a
+  throwaway one-rank process (it sets up devices).
 
 Public API used: `train.tuner.run_exp`, `hparams.DataArguments`, `data.template.get_template_and_fix_tokenizer`.
 """

@@ -48,7 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run `arpo-sft preflight` on CONFIG (seconds), then launch torchrun on the plugin's entry module. "
         "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT. "
         "Output is also appended to <output_dir>/training.log. A relaunch resumes from the newest complete "
-        "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped.",
+        "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped. "
+        "When nothing can be resumed but output_dir holds an earlier run, it stops before torchrun: "
+        "pass --fresh, or another output_dir.",
         epilog="example:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

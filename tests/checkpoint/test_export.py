@@ -26,7 +26,7 @@ from ..conftest import DEMO_STEPS, run_env
 pytestmark = pytest.mark.integration
 
 SHARD = "zero_pp_rank_{}_mp_rank_00_{}_states.pt"
-# The real error printing and exit code of the console script.
+# The real `arpo-sft` entry point: its error printing and exit code.
 CLI = "import sys; from arpo_train_sft import cli; sys.exit(cli.main())"
 
 

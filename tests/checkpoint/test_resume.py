@@ -85,7 +85,8 @@ def test_relaunch_skips_the_incomplete_checkpoint_and_says_so(resumed):
     result, output_dir = resumed
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     warning = next(line for line in result.stdout.splitlines() if "skipping incomplete checkpoint" in line)
-    assert f"{output_dir}/checkpoint-20" in warning and "trainer_state.json is missing" in warning
+    assert f"{output_dir}/checkpoint-20: " in warning and "trainer_state.json: missing" in warning
+    assert "global_step20/zero_pp_rank_1_mp_rank_00_model_states.pt: missing (2 ranks" in warning
     assert not (output_dir / "checkpoint-20").exists()
     assert len(list(output_dir.glob("checkpoint-20.incomplete-*"))) == 1
     assert f"resuming from {output_dir}/checkpoint-15" in result.stdout

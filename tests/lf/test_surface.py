@@ -289,3 +289,14 @@ def test_ignore_index_and_markers_stay_apart():
     assert IGNORE_INDEX == IGNORE, changed("IGNORE_INDEX", f"now {IGNORE_INDEX}")
     # Every marker (_MARK - id, id >= 0) lies below IGNORE_INDEX, so neither can be read as the other.
     assert masking._MARK < IGNORE_INDEX
+
+
+def test_checkpoint_names_are_covered_by_the_scan():
+    from arpo_train_sft.checkpoint.scan import FINAL_WEIGHTS
+    from arpo_train_sft.lf.args import final_model_files
+
+    missing = final_model_files() - set(FINAL_WEIGHTS)
+    assert not missing, (
+        f"extras.constants.CHECKPOINT_NAMES now also holds {sorted(missing)}: LLaMA-Factory refuses an "
+        "output_dir with these files, so checkpoint/scan.py FINAL_WEIGHTS must name them too"
+    )

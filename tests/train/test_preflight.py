@@ -330,7 +330,7 @@ def test_disk_counts_the_checkpoints_kept(tmp_path: Path):
     need = 7.615e9 * (2 * 16 + 2)
     assert "2 checkpoint(s) x 121.8 GB" in rows["disk"].found
     assert rows["disk"].status == (OK if need <= shutil.disk_usage(tmp_path).free else FAIL)
-    assert rows["resume"].found.startswith("starts fresh")
+    assert rows["resume"].found.startswith("starts at step 0")
 
 
 def test_saved_model_without_checkpoint_is_refused(tmp_path: Path):
@@ -341,11 +341,8 @@ def test_saved_model_without_checkpoint_is_refused(tmp_path: Path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     plan = plan_for({"output_dir": str(tmp_path)})
     assert resume_row(plan).status == FAIL and "--fresh" in resume_row(plan).fix
-    # --fresh moves aside only a run with checkpoints or a trainer log; a bare saved model stays and is refused.
-    assert resume_row(replace(plan, fresh=True)).fix == "move it aside by hand or choose another output_dir"
-    (tmp_path / "trainer_log.jsonl").write_text("")
-    assert (
-        resume_row(replace(plan, fresh=True)).found
-        == "--fresh: starts at step 0; the earlier run is moved aside"
-    )
+    # The row is the launcher's own decision: --fresh moves the earlier run (a saved model too) aside.
+    fresh = resume_row(replace(plan, fresh=True))
+    assert fresh.status == OK
+    assert fresh.found == "--fresh: starts at step 0; the earlier run (model.safetensors) is moved aside"
     assert resume_row(plan_for({"output_dir": str(tmp_path), "overwrite_output_dir": True})).status == WARN

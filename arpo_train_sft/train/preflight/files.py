@@ -8,7 +8,6 @@ import math
 import os
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 from ...demo.model import DEMO_MODEL_DIR
@@ -219,31 +218,16 @@ def check_output_dir(plan: Plan) -> list[Row]:
 
 
 def resume_row(plan: Plan) -> Row:
-    """Whether a relaunch resumes, starts fresh or is refused by LLaMA-Factory."""
-    from ...checkpoint.resume import has_previous_run, plan_resume
-    from ...lf.args import final_model_files
+    """What a relaunch will do with output_dir: resume, start fresh, or refuse (the launcher's own decision)."""
+    from ...checkpoint.resume import decide
 
-    out, values = plan.cfg.output_dir, plan.cfg.values
-    saved_model = out.is_dir() and any((out / name).is_file() for name in final_model_files())
-    refused = Row("resume", FAIL, f"{out} holds a saved model and no checkpoint: LLaMA-Factory refuses to start",
-                  "relaunch with --fresh (moves it aside) or choose another output_dir", plan.where)  # fmt: skip
-    if plan.fresh:
-        if has_previous_run(out):
-            return Row("resume", OK, "--fresh: starts at step 0; the earlier run is moved aside")
-        if saved_model:  # --fresh moves only a run with checkpoints or a trainer log
-            return replace(refused, fix="move it aside by hand or choose another output_dir")
-        return Row("resume", OK, "--fresh: starts at step 0")
-    if values.get("resume_from_checkpoint"):
-        return Row("resume", OK, f"resumes from {values['resume_from_checkpoint']} (set in the config)")
-    if values.get("overwrite_output_dir"):
-        return Row("resume", WARN, "overwrite_output_dir: true, so a relaunch will not resume",
-                   "set overwrite_output_dir: false", plan.where)  # fmt: skip
-    resume = plan_resume(out)
+    decision = decide(plan.cfg, plan.fresh)
     skipped = (
-        f"; {len(resume.incomplete)} incomplete checkpoint(s) will be set aside" if resume.incomplete else ""
+        f"; {len(decision.incomplete)} incomplete checkpoint(s) set aside" if decision.incomplete else ""
     )
-    if resume.resume_from is not None:
-        return Row("resume", WARN if skipped else OK, f"resumes from {resume.resume_from}{skipped}")
-    if saved_model:
-        return refused
-    return Row("resume", WARN if skipped else OK, f"starts fresh (no checkpoint in {out}){skipped}")
+    if decision.action == "refuse":
+        return Row("resume", FAIL, decision.summary.split("; relaunch")[0],
+                   "relaunch with --fresh (moves it aside, deletes nothing) or choose another output_dir", plan.where)  # fmt: skip
+    if decision.action == "configured" and plan.cfg.values.get("overwrite_output_dir"):
+        return Row("resume", WARN, decision.summary, "set overwrite_output_dir: false", plan.where)
+    return Row("resume", WARN if skipped else OK, decision.summary + skipped)

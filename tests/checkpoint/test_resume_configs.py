@@ -1,0 +1,89 @@
+"""Every shipped DeepSpeed config, 2 CPU ranks: save, tear the newest checkpoint, relaunch, resume from the other.
+
+And an output_dir holding a finished run with nothing to resume: the launcher stops before torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..conftest import REPO, run_env
+from .test_resume import logged_runs
+
+pytestmark = pytest.mark.integration
+
+CONFIGS = sorted(p.name for p in (REPO / "examples" / "deepspeed").glob("*.json"))
+# As short as a resume can be: a checkpoint at step 1 and at step 2, then one more step after resuming.
+SHORT = ("save_steps=1", "logging_steps=1", "cutoff_len=256")
+
+
+def train(checkout: Path, output_dir: Path, config: str, max_steps: int) -> subprocess.CompletedProcess:
+    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{config}",
+               f"max_steps={max_steps}", *SHORT, f"output_dir={output_dir}"]  # fmt: skip
+    return subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
+
+
+def ok(result: subprocess.CompletedProcess) -> bool:
+    return result.returncode == 0 or print(result.stdout[-3000:], result.stderr[-3000:])
+
+
+@pytest.fixture(scope="module")
+def finished_run(checkout: Path):
+    """finished_run(config) -> output_dir of a 2-step run (checkpoint-1/, checkpoint-2/, final model), run once."""
+    runs: dict[str, Path] = {}
+
+    def get(config: str) -> Path:
+        if config not in runs:
+            output_dir = checkout / "checkpoints" / f"resume-{Path(config).stem}"
+            assert ok(train(checkout, output_dir, config, max_steps=2)), config
+            runs[config] = output_dir
+        return runs[config]
+
+    return get
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_relaunch_resumes_from_the_newest_complete_checkpoint(finished_run, checkout: Path, config: str):
+    output_dir = finished_run(config)
+    torn = output_dir / "checkpoint-2"
+    # a crash while writing the last file of the newest checkpoint's DeepSpeed shards
+    shard = sorted((torn / "global_step2").iterdir())[-1]
+    torn_bytes = shard.read_bytes()[: shard.stat().st_size // 2]
+    shard.write_bytes(torn_bytes)
+
+    result = train(checkout, output_dir, config, max_steps=3)
+    assert ok(result)
+    (warning,) = [line for line in result.stdout.splitlines() if "skipping incomplete checkpoint" in line]
+    assert f"incomplete checkpoint {torn}: global_step2/{shard.name}: not a readable PyTorch file" in warning
+    assert f"resuming from {output_dir}/checkpoint-1\n" in result.stdout
+    first, second = logged_runs(output_dir)
+    assert [e["current_steps"] for e in first] == [1, 2] and [e["current_steps"] for e in second] == [2, 3]
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
+    (moved,) = output_dir.glob("checkpoint-2.incomplete-*")  # set aside, not deleted
+    assert (moved / "global_step2" / shard.name).read_bytes() == torn_bytes
+
+
+def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, checkout: Path):
+    """What LLaMA-Factory would refuse on every rank with a traceback: weights in output_dir, no checkpoint-N/."""
+    source = finished_run(CONFIGS[0])
+    output_dir = checkout / "checkpoints" / "finished-no-checkpoints"
+    output_dir.mkdir()
+    for file in source.iterdir():
+        if file.is_file() and file.name != "training.log":
+            shutil.copy2(file, output_dir / file.name)
+    before = sorted(p.name for p in output_dir.iterdir())
+
+    result = train(checkout, output_dir, CONFIGS[0], max_steps=3)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"arpo-sft: error: {output_dir}: holds an earlier run (model.safetensors) but no complete checkpoint to "
+        "resume from; relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
+        "or set output_dir to a new directory"
+    ]
+    assert "torch.distributed.run" not in result.stdout
+    assert sorted(p.name for p in output_dir.iterdir()) == before  # no training.log: torchrun never ran
