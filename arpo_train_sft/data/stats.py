@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_writer, check_outputs
+from .flags import positive_number
+
 TEMPLATES = ("qwen", "qwen_mask_results")
 
 
@@ -39,11 +42,10 @@ def percentile(sorted_values: list[int], q: float) -> int:
 def gather(path: Path, model: str, cutoff_len: int) -> Stats:
     """Stream `path`, measure every readable row as `template: qwen` would encode it."""
     from ..arpo.tags import unmasked_reason
-    from ..lf.render import load_template
     from .conversation import blocking, normalize, problems_of, to_conversation
     from .prepare import BATCH_ROWS
     from .rows import iter_rows
-    from .tokens import batched, load_tokenizer, measure
+    from .tokens import batched, load_template, load_tokenizer, measure
 
     tokenizer = load_tokenizer(model)
     template = load_template(tokenizer, "qwen")  # both templates encode identically; masks differ
@@ -114,8 +116,8 @@ def plot(stats: Stats, cutoff_len: int, out: Path) -> None:
     )
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_writer(out, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -127,16 +129,19 @@ def add_parser(subparsers: Any) -> None:
         description="Count tokens exactly as training will (the model's tokenizer, template qwen) and report "
         "p50/p90/p99/max lengths, rows over cutoff_len and rows whose <answer> or <|im_end|> it would cut, the "
         "share of tokens inside <result> blocks, tool calls per row, and the share of tokens the loss ignores "
-        "under `qwen` and under `qwen_mask_results`.",
+        "under `qwen` and under `qwen_mask_results`. Rows LLaMA-Factory would drop or crash on (e.g. lone "
+        "surrogates) are counted as not measured. Exit 0, or 2 for a usage or input error (one line).",
         epilog="example:\n  arpo-sft data stats dataset_info/final_5w4_still.jsonl --model Qwen/Qwen2.5-7B-Instruct "
         "--cutoff-len 15000 --plot lengths.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("path", type=Path, help="JSONL or JSON array of ARPO rows")
+    parser.add_argument("path", type=Path, help="JSONL or JSON array of ARPO rows (gzipped, or -, too)")
     parser.add_argument(
         "--model", required=True, help="model dir or hub id whose tokenizer counts the tokens"
     )
-    parser.add_argument("--cutoff-len", type=int, default=15000, help="training cutoff_len (default 15000)")
+    parser.add_argument(
+        "--cutoff-len", type=positive_number, default=15000, help="training cutoff_len (default 15000)"
+    )
     parser.add_argument("--plot", type=Path, help="write a histogram PNG with the cutoff marked")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.set_defaults(func=run)
@@ -144,6 +149,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Gather, print, plot."""
+    if args.plot:
+        check_outputs({"PATH": args.path}, {"--plot": args.plot})
     stats = gather(args.path, args.model, args.cutoff_len)
     figures = summary(stats, args.cutoff_len)
     if args.json:
