@@ -30,7 +30,7 @@ def check_outputs(inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> No
             seen.setdefault(_identity(path), f"the input {name} {path}")
     for name, path in outputs.items():
         if path.is_dir():
-            problems.append(f"{name} {path} is a directory; fix: name a file to write")
+            problems.append(f"{name} {path} is a directory; nothing was written; fix: name a file to write")
             continue
         other = seen.setdefault(_identity(path), f"{name} {path}")
         if other != f"{name} {path}":
