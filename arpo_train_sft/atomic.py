@@ -32,6 +32,12 @@ def check_outputs(inputs: Mapping[str, Path], outputs: Mapping[str, Path]) -> No
         if path.is_dir():
             problems.append(f"{name} {path} is a directory; nothing was written; fix: name a file to write")
             continue
+        folder = next(p for p in (path.parent, *path.parents) if p.exists())
+        if not folder.is_dir():
+            problem = f"{name} {path}: {folder} is a file, not a folder; nothing was written"
+            if not any(f" {folder} is a file" in line for line in problems):  # once per folder
+                problems.append(problem)
+            continue
         other = seen.setdefault(_identity(path), f"{name} {path}")
         if other != f"{name} {path}":
             problems.append(
@@ -60,8 +66,13 @@ def _umask() -> int:
 @contextmanager
 def atomic_writer(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
     """A file handle whose contents replace `path` only when the block succeeds; readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as err:
+        raise UserError(
+            f"{path}: cannot be written ({err.strerror}); fix: check the folder's permissions, or write elsewhere"
+        ) from None
     # mkstemp makes the file private (0600); the finished file should get the usual permissions.
     os.fchmod(fd, 0o666 & ~_umask())
     try:

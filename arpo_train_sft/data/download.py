@@ -50,7 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(HF_HOME; HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN apply as usual), copy it into OUT and write\n"
         f"OUT/{FILE_NAME}{PROVENANCE_SUFFIX} (repo, revision, commit, sha256, size, rows), so a run\n"
         "can be traced to its data. A second run reuses the cache. Without access to the hub it fails within\n"
-        "seconds and says how to bring the file in by hand with --from-file.",
+        "seconds and says how to bring the file in by hand with --from-file (a file, `-` for stdin, a FIFO,\n"
+        "gzipped or not; read once). An input that is one of the outputs is refused before anything is written.\n\n"
+        "exit status: 0 the file is in place, 2 a usage, access or input error (one line on stderr)",
         epilog="example:\n"
         "  arpo-sft data download --revision main --out dataset_info/raw\n"
         f"  arpo-sft data download --from-file ~/Downloads/{FILE_NAME}",

@@ -24,6 +24,7 @@ class Stats:
     over_cutoff: int = 0
     answer_cut: int = 0
     end_cut: int = 0
+    untrainable: int = 0  # rows the cutoff leaves no assistant token: `data prepare` rejects them
     total_tokens: int = 0
     prompt_tokens: int = 0
     result_tokens: int = 0
@@ -66,6 +67,7 @@ def gather(path: Path, model: str, cutoff_len: int) -> Stats:
             stats.over_cutoff += tokens.total > cutoff_len
             stats.answer_cut += tokens.answer_cut
             stats.end_cut += tokens.end_cut
+            stats.untrainable += tokens.trained == 0
             stats.total_tokens += tokens.total
             stats.prompt_tokens += tokens.prompt
             stats.result_tokens += tokens.result
@@ -88,6 +90,7 @@ def summary(stats: Stats, cutoff_len: int) -> dict[str, Any]:
         "rows_over_cutoff": stats.over_cutoff,
         "rows_losing_answer": stats.answer_cut,
         "rows_losing_im_end": stats.end_cut,
+        "rows_with_no_trainable_token": stats.untrainable,
         "result_token_share": round(stats.result_tokens / total, 4),
         "tool_calls_per_row": {"mean": round(sum(calls) / max(len(calls), 1), 2),
                                "0": calls.count(0), "1": calls.count(1), "2": calls.count(2),
@@ -183,6 +186,7 @@ def print_table(path: Path, figures: dict[str, Any]) -> None:
     table.add_row(f"rows over cutoff_len {figures['cutoff_len']}", str(figures["rows_over_cutoff"]))
     table.add_row("  would lose <answer>", str(figures["rows_losing_answer"]))
     table.add_row("  would lose <|im_end|>", str(figures["rows_losing_im_end"]))
+    table.add_row("  would train on no token", str(figures["rows_with_no_trainable_token"]))
     table.add_row("tokens inside <result> blocks", f"{figures['result_token_share']:.1%}")
     table.add_row(
         "tool calls per row (mean; 0/1/2/3+)",

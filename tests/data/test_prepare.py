@@ -231,6 +231,7 @@ def _clobber_cases(d: Path) -> dict[str, tuple[list[str], str]]:
         "rejects is a symlink to where the output goes": (["--input", raw, "--output", out, "--rejects", d / "dangling"], f"is the same file as --output {out}"),
         "rejects is the report": (["--input", raw, "--output", out, "--rejects", d / "out.jsonl.report.json"], "is the same file as --rejects"),
         "output is a directory": (["--input", raw, "--output", d / "sub"], "is a directory"),
+        "output is inside a file": (["--input", raw, "--output", raw / "out.jsonl"], f"--output {raw / 'out.jsonl'}: {raw} is a file, not a folder"),
     }  # fmt: skip
 
 
@@ -369,7 +370,7 @@ def test_lone_surrogates_through_prepare_stats_and_parity(model_dir: Path, tmp_p
     assert (code, err) == (0, "") and out.startswith(f"compared 3 rows of {source}")
 
 
-def test_rows_without_a_trainable_token_are_rejected(model_dir: Path, tmp_path: Path):
+def test_rows_without_a_trainable_token_are_rejected(model_dir: Path, tmp_path: Path, capsys):
     rows = demo_rows(2)
     # 3 target tokens ("a", <|im_end|>, "\n") after a long prompt: LLaMA-Factory's proportional cut at
     # cutoff_len 6 gives the target int(6 * 3 / (prompt + 3)) = 0 tokens, so the row would teach nothing.
@@ -381,6 +382,12 @@ def test_rows_without_a_trainable_token_are_rejected(model_dir: Path, tmp_path: 
     (reject,) = read_jsonl(tmp_path / "out.rejects.jsonl")
     assert reject["row"] == 2 and reject["reason"].startswith("no trainable tokens: cutoff_len 6")
     assert len(read_jsonl(out)) == 1
+    capsys.readouterr()
+    assert (
+        invoke(data_stats, "stats", str(source), "--model", str(model_dir), "--cutoff-len", "6", "--json")
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["rows_with_no_trainable_token"] == 1
 
 
 def test_all_rows_rejected_is_exit_1_and_no_training_file(model_dir: Path, tmp_path: Path, capsys):
