@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .flags import whole_number
 from .rows import Row, iter_rows
 from .rules import RULES, Problem, row_problems
 
@@ -146,12 +147,6 @@ def _where_list(rule: RuleReport) -> str:
     return ", ".join(places) + more
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, not {text!r}")
-    return int(text)
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `data check` to the `arpo-sft data` subcommands."""
     parser = subparsers.add_parser(
@@ -160,18 +155,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Stream PATH (JSON Lines, or a JSON array) in bounded memory and check every row:\n"
         "JSON and UTF-8, fields and their types, roles and their order, empty turns, control characters\n"
         "(the '\\x08oxed' backspace bug named as such), ARPO's tags in each assistant turn, duplicate rows.\n"
-        "Prints per rule how many rows break it and the first row numbers (and file lines).\n\n"
+        "Also lone surrogates (invalid-unicode: tokenizers cannot encode them) and special-token literals\n"
+        "such as <|im_end|> (special-token-literal: a tokenizer makes them real control tokens).\n"
+        "Prints per rule how many rows break it and the first row numbers (and file lines).\n"
+        "PATH may be gzipped, `-` (stdin), a FIFO or <(zcat x.gz): it is read once, as a stream.\n\n"
         "exit status: 0 every row is clean, 1 some rows break rules, 2 the file cannot be read",
         epilog="example:\n  arpo-sft data check dataset_info/final_5w4_still.jsonl --examples 10",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "path", type=Path, metavar="PATH", help="data file, e.g. dataset_info/final_5w4_still.jsonl"
+        "path", type=Path, metavar="PATH", help="data file, e.g. dataset_info/final_5w4_still.jsonl, or -"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
         "--examples",
-        type=_count,
+        type=whole_number,
         default=DEFAULT_EXAMPLES,
         metavar="N",
         help=f"how many rows to list per rule (default {DEFAULT_EXAMPLES})",

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .rules import row_problems
+from .rules import SPECIAL_TOKEN, row_problems
 
 # Rows LLaMA-Factory would drop with only a log line, or crash on: never written to the training file.
 STRUCTURAL_RULES = {
@@ -20,8 +20,11 @@ STRUCTURAL_RULES = {
     "unknown-role",
     "role-order",
     "empty-turn",
+    "invalid-unicode",  # the tokenizer cannot encode it: LLaMA-Factory would crash on the row
 }
 ROLE_MAP = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt"}
+# After "<": the literal then tokenizes as plain text (verified in tests/data/test_prepare.py) and reads the same.
+ZERO_WIDTH_SPACE = "\u200b"
 # C0 and C1 control characters but the three whitespace ones, as `data check` flags them.
 _CONTROL = {chr(c) for c in [*range(32), *range(127, 160)] if chr(c) not in "\n\r\t"}
 
@@ -54,6 +57,19 @@ def normalize(data: dict[str, Any], fix: bool) -> tuple[dict[str, Any], bool]:
         return row, False
     fixed = json.loads(json.dumps(row), object_hook=_fix_strings)
     return fixed, fixed != row
+
+
+def escape_special_tokens(data: dict[str, Any]) -> dict[str, Any]:
+    """The row with a zero-width space after the "<" of every special-token literal, in every string."""
+    return json.loads(json.dumps(data), object_hook=_escape_strings)
+
+
+def _escape(text: str) -> str:
+    return SPECIAL_TOKEN.sub(lambda m: "<" + ZERO_WIDTH_SPACE + m.group()[1:], text)
+
+
+def _escape_strings(obj: dict[str, Any]) -> dict[str, Any]:
+    return {key: _escape(value) if isinstance(value, str) else value for key, value in obj.items()}
 
 
 def _fix_strings(obj: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import filecmp
 import hashlib
 import json
 import re
@@ -13,11 +12,13 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
-from ..atomic import atomic_writer
+from ..atomic import Discard, atomic_writer, check_outputs
 from ..errors import UserError
+from .inputs import STDIN, open_input
 
 REPO_ID = "dongguanting/ARPO-SFT-54K"
 REPO_TYPE = "dataset"
@@ -49,7 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(HF_HOME; HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN apply as usual), copy it into OUT and write\n"
         f"OUT/{FILE_NAME}{PROVENANCE_SUFFIX} (repo, revision, commit, sha256, size, rows), so a run\n"
         "can be traced to its data. A second run reuses the cache. Without access to the hub it fails within\n"
-        "seconds and says how to bring the file in by hand with --from-file.",
+        "seconds and says how to bring the file in by hand with --from-file (a file, `-` for stdin, a FIFO,\n"
+        "gzipped or not; read once). An input that is one of the outputs is refused before anything is written.\n\n"
+        "exit status: 0 the file is in place, 2 a usage, access or input error (one line on stderr)",
         epilog="example:\n"
         "  arpo-sft data download --revision main --out dataset_info/raw\n"
         f"  arpo-sft data download --from-file ~/Downloads/{FILE_NAME}",
@@ -67,17 +70,20 @@ def run(args: argparse.Namespace) -> int:
     """Put the data file in place, write its provenance and print a summary."""
     out = Path(args.out)
     dest = out / FILE_NAME
+    provenance = dest.with_name(dest.name + PROVENANCE_SUFFIX)
+    outputs = {f"--out's {FILE_NAME}": dest, f"--out's {provenance.name}": provenance}
     if args.from_file:
         src = Path(args.from_file).expanduser()
-        if not src.is_file():
+        if str(src) != STDIN and not src.exists():
             raise UserError(f"--from-file {src}: no such file; pass the path of the downloaded {FILE_NAME}")
-        origin: dict[str, Any] = {"source": str(src.resolve())}
+        check_outputs({"--from-file": src}, outputs)
+        origin: dict[str, Any] = {"source": str(src.resolve()) if src.is_file() else str(src)}
         described = str(src)
     else:
+        check_outputs({}, outputs)
         src, origin = fetch_from_hub(args.revision or "main")
         described = f"{REPO_ID} revision {origin['revision']} (commit {origin['commit'] or 'unknown'})"
-    facts = file_facts(src)
-    changed = install(src, dest, facts.size, force=args.force)
+    facts, changed = install(src, dest, force=args.force)
     write_provenance(dest, facts, origin)
     print(f"{dest}: {'written' if changed else 'already up to date, left as is'}, from {described}")
     rows = f"{facts.rows:,} rows" if facts.rows is not None else "a JSON array (rows not counted)"
@@ -152,44 +158,54 @@ def _ask_hub(revision: str) -> tuple[str | None, Exception | None, int | None]:
     return None, None, meta.size
 
 
-def file_facts(path: Path) -> FileFacts:
-    """Hash a JSON/JSONL file and count its rows in one streaming pass; refuse anything else."""
+def install(src: Path, dest: Path, force: bool) -> tuple[FileFacts, bool]:
+    """Copy `src` (read once: a file, a pipe, `-`, gzipped or not) to `dest` atomically, hashing and counting
+    rows on the way; False when `dest` already held the same bytes. Refuses what is not JSONL or JSON."""
+    size = src.stat().st_size if src.is_file() else 0  # a lower bound: a pipe's size is unknown, gzip grows
+    changed = True
+    with open_input(src) as f:
+        lines, seen = iter(f), []
+        first = next(lines, b"")
+        while first and not first.strip():
+            seen.append(first)
+            first = next(lines, b"")
+        head = first.strip()[:60]
+        if head[:1] not in (b"{", b"["):
+            raise UserError(
+                f"{src}: does not look like JSONL or JSON (it starts with {head.decode('utf-8', 'replace')!r}, "
+                "not '{' or '['); "
+                f"an HTML page means a login or error page was saved: download the raw {FILE_NAME} instead"
+            )
+        _check_space(dest.parent, size, "--out")
+        digest, size, rows = hashlib.sha256(), 0, 0
+        try:
+            with atomic_writer(dest, binary=True) as out:
+                for line in chain(seen, [first], lines):
+                    digest.update(line)
+                    size += len(line)
+                    rows += bool(line.strip())
+                    out.write(line)
+                if dest.exists():
+                    if _sha256(dest) == digest.hexdigest():
+                        changed = False
+                        raise Discard
+                    if not force:
+                        raise UserError(
+                            f"{dest}: already exists with different content; move it away, or pass --force"
+                        )
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise _no_space(dest.parent, size, "--out") from None
+            raise
+    return FileFacts(digest.hexdigest(), size, rows if head[:1] == b"{" else None), changed
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    size = rows = 0
-    head = b""
     with path.open("rb") as f:
-        for line in f:
-            digest.update(line)
-            size += len(line)
-            if line.strip():
-                rows += 1
-                head = head or line.strip()[:60]
-    if head[:1] not in (b"{", b"["):
-        raise UserError(
-            f"{path}: does not look like JSONL or JSON (it starts with {head.decode('utf-8', 'replace')!r}, "
-            "not '{' or '['); "
-            f"an HTML page means a login or error page was saved: download the raw {FILE_NAME} instead"
-        )
-    return FileFacts(digest.hexdigest(), size, rows if head[:1] == b"{" else None)
-
-
-def install(src: Path, dest: Path, size: int, force: bool) -> bool:
-    """Copy `src` to `dest` atomically; False when `dest` already holds the same bytes."""
-    if dest.exists():
-        if filecmp.cmp(src, dest, shallow=False):
-            return False
-        if not force:
-            raise UserError(f"{dest}: already exists with different content; move it away, or pass --force")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(dest.parent, size, "--out")
-    try:
-        with src.open("rb") as f:
-            _atomic_write(dest, lambda out: shutil.copyfileobj(f, out, _CHUNK))
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise _no_space(dest.parent, size, "--out") from None
-        raise
-    return True
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_provenance(dest: Path, facts: FileFacts, origin: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .flags import positive_number, whole_number
 
 CONTEXT_TOKENS = 6
 
@@ -57,10 +58,10 @@ def family_problem(tokenizer: Any, template: Any, template_name: str) -> str | N
 
 def compare(args: argparse.Namespace) -> tuple[list[Mismatch], int, int, str | None]:
     """(mismatches, rows compared, rows given the template's default system prompt, family problem)."""
-    from ..lf.render import load_template, render
+    from ..lf.render import render
     from .conversation import blocking, normalize, problems_of, to_conversation
     from .rows import iter_rows
-    from .tokens import load_tokenizer
+    from .tokens import load_template, load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     if not tokenizer.chat_template:
@@ -111,18 +112,21 @@ def add_parser(subparsers: Any) -> None:
         "and as ARPO's inference does (the tokenizer's chat template with add_generation_prompt=True, then the "
         "raw continuation), and report the first differing token with context. Also flags rows without a "
         "system prompt (the template injects its default one) and a template that does not match the model "
-        "family. Exit 0 when training and inference agree, 1 when they do not.",
+        "family. Rows LLaMA-Factory would drop or crash on (e.g. lone surrogates) are skipped. Exit 0 when "
+        "training and inference agree, 1 when they do not, 2 for a usage or input error (one line).",
         epilog="example:\n  arpo-sft data parity --model Qwen/Qwen2.5-7B-Instruct --template qwen "
         "dataset_info/final_5w4_still.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("path", type=Path, help="JSONL or JSON array of ARPO rows")
+    parser.add_argument("path", type=Path, help="JSONL or JSON array of ARPO rows (gzipped, or -, too)")
     parser.add_argument("--model", required=True, help="model dir or hub id: its tokenizer and chat template")
     parser.add_argument(
         "--template", default="qwen", help="LLaMA-Factory template used for training (default qwen)"
     )
-    parser.add_argument("--sample", type=int, default=200, help="rows to compare, from the top (default 200)")
-    parser.add_argument("--show", type=int, default=5, help="mismatching rows to print (default 5)")
+    parser.add_argument(
+        "--sample", type=positive_number, default=200, help="rows to compare, from the top (default 200)"
+    )
+    parser.add_argument("--show", type=whole_number, default=5, help="mismatching rows to print (default 5)")
     parser.set_defaults(func=run)
 
 

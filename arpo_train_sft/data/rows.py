@@ -1,4 +1,7 @@
-"""Stream the rows of a JSON Lines file or of a JSON array file, with row and line numbers, in bounded memory."""
+"""Stream the rows of a JSON Lines file or of a JSON array file, with row and line numbers, in bounded memory.
+
+One reader for every data command: each input is opened once and read once, as a stream.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ import codecs
 import json
 import re
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UserError
+from .inputs import open_input, replay
 
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
@@ -43,41 +46,43 @@ class Row:
 
 
 def iter_rows(path: Path) -> Iterator[Row]:
-    """Every row of `path` (JSON Lines, or a JSON array), in order; raises UserError if it is neither."""
-    first = _first_byte(path)
-    if first == b"[":
-        return _array_rows(path)
-    _check_jsonl_start(path, first)
-    return _jsonl_rows(path)
+    """Every row of `path` (JSON Lines, or a JSON array; gzipped or not; `-` is stdin), in order.
 
-
-def _open(path: Path) -> BinaryIO:
+    The input is opened and read exactly once, so a pipe or FIFO gives the same rows as a file; raises
+    UserError if it is neither format, and (while iterating) if reading it fails part way.
+    """
+    stream = open_input(path)
     try:
-        return path.open("rb")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file; fix: check the path") from None
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory; fix: pass the .jsonl or .json file inside it") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot be read ({err.strerror}); fix: check its permissions") from None
+        head = _sniff(stream, path)
+        first = head.removeprefix(_BOM).lstrip(_JSON_SPACE)[:1]
+        stream = replay(head, stream, path)
+        if first == b"[":
+            return _array_rows(stream)
+        rows = _jsonl_rows(stream)
+        start = list(islice(rows, 2))
+        _check_jsonl_start(path, first, start)
+        return chain(start, rows)
+    except BaseException:
+        stream.close()
+        raise
 
 
-def _first_byte(path: Path) -> bytes:
-    """The first byte that is not whitespace (after a UTF-8 BOM); UserError if the file is empty."""
-    with _open(path) as f:
-        chunk = f.read(_CHUNK).removeprefix(_BOM)
-        while chunk:
-            rest = chunk.lstrip(_JSON_SPACE)
-            if rest:
-                return rest[:1]
-            chunk = f.read(_CHUNK)
+def _sniff(stream: BinaryIO, path: Path) -> bytes:
+    """What was read up to the first byte that is not whitespace (after a UTF-8 BOM); UserError if none."""
+    head = b""
+    while True:
+        chunk = stream.read1(_CHUNK)
+        head += chunk
+        # A pipe may hand over fewer bytes than a BOM: decide only on a whole one, or at the end.
+        if (len(head) >= len(_BOM) or not chunk) and head.removeprefix(_BOM).lstrip(_JSON_SPACE):
+            return head
+        if not chunk:
+            break
     raise UserError(f"{path}: the file is empty (no rows); fix: point at the data file, or download it again")
 
 
-def _check_jsonl_start(path: Path, first: bytes) -> None:
+def _check_jsonl_start(path: Path, first: bytes, head: list[Row]) -> None:
     """Refuse files whose first line shows they are not JSON Lines: binary data, or one pretty-printed object."""
-    with closing(_jsonl_rows(path)) as rows:
-        head = list(islice(rows, 2))
     row = head[0]
     if row.error is None or (first == b"{" and row.error.startswith("not valid UTF-8")):
         return
@@ -93,8 +98,8 @@ def _check_jsonl_start(path: Path, first: bytes) -> None:
         )
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
-    with _open(path) as f:
+def _jsonl_rows(f: BinaryIO) -> Iterator[Row]:
+    with f:
         number = 0
         for line, raw in enumerate(f, 1):
             if line == 1:
@@ -200,8 +205,8 @@ class _Text:
         return self.buf[self.pos : len(self.buf) if end < 0 else end]
 
 
-def _array_rows(path: Path) -> Iterator[Row]:
-    with _open(path) as f:
+def _array_rows(f: BinaryIO) -> Iterator[Row]:
+    with f:
         text = _Text(f)
         text.peek()
         text.advance(text.pos + 1)  # the opening [

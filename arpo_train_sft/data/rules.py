@@ -17,6 +17,8 @@ RULES: dict[str, str] = {
     "role-order": "turns do not alternate user, assistant",
     "empty-turn": "an empty or whitespace-only turn",
     "control-chars": "control characters (other than \\n \\r \\t)",
+    "invalid-unicode": "a lone surrogate (e.g. a JSON \\ud800 escape) that UTF-8 cannot encode",
+    "special-token-literal": "a special-token literal such as <|im_end|> in the text",
     "backspace-boxed": '"\\x08oxed": "\\boxed" with its backslash lost',
     "think-unpaired": "<think> tags not paired",
     "tag-unpaired": "a tool, <result> or <answer> tag not paired",
@@ -34,6 +36,11 @@ _PAIR_OF = {role: pair for pair in _ROLE_PAIRS for role in pair}
 _SYSTEM = "system"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BACKSPACE_BOXED = "\x08oxed"
+# Python's json turns an escaped surrogate pair into one character, so any surrogate left is a lone one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The shape of the chat-control tokens of Qwen (<|im_start|>, <|im_end|>, <|endoftext|>, ...) and other
+# ChatML-style families. Tokenizers match them in plain text, so a literal one becomes a real control token.
+SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>")
 # Control characters that Python writes for a backslash escape, e.g. "\frac" holds a form feed.
 _PY_ESCAPES = {"\x07": "a", "\x08": "b", "\x0b": "v", "\x0c": "f"}
 
@@ -121,19 +128,49 @@ def _role_problems(roles: list[str]) -> list[Problem]:
 
 
 def _text_problems(value: Any, where: str) -> list[Problem]:
-    """Control characters, and the backspace bug, in every string of the row (keys included)."""
+    """Control characters (the backspace bug named), lone surrogates, special tokens: every string, keys too."""
     if isinstance(value, str):
-        return _control_chars(value, where or "the row")
+        return _string_problems(value, where or "the row")
     if isinstance(value, dict):
         items = value.items()
-        problems = [p for key in value for p in _control_chars(key, f"a key of {where or 'the row'}")]
+        problems = [p for key in value for p in _string_problems(key, f"a key of {where or 'the row'}")]
     elif isinstance(value, list):
         items, problems = enumerate(value), []
     else:
         return []
     for key, item in items:
+        key = key if isinstance(key, int) else _printable(key)
         path = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key
         problems += _text_problems(item, path)
+    return problems
+
+
+def _printable(text: str) -> str:
+    """`text` with lone surrogates written as \\udXXX, so a message naming it can be printed."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _string_problems(text: str, where: str) -> list[Problem]:
+    problems = _control_chars(text, where)
+    if lone := _SURROGATE.search(text):
+        count = len(_SURROGATE.findall(text))
+        problems.append(
+            (
+                "invalid-unicode",
+                f"{where}: {count} lone surrogate(s), first U+{ord(lone.group()):04X} at character "
+                f"{lone.start() + 1}, which UTF-8 cannot encode (a JSON \\ud800-style escape without its "
+                "pair); fix the source that wrote it",
+            )
+        )
+    if token := SPECIAL_TOKEN.search(text):
+        count = len(SPECIAL_TOKEN.findall(text))
+        problems.append(
+            (
+                "special-token-literal",
+                f"{where}: {count} special-token literal(s), first {token.group()!r} at character "
+                f"{token.start() + 1}; the tokenizer would make it a real control token",
+            )
+        )
     return problems
 
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_writer, check_outputs
+from .flags import positive_number
+
 TEMPLATES = ("qwen", "qwen_mask_results")
 
 
@@ -21,6 +24,7 @@ class Stats:
     over_cutoff: int = 0
     answer_cut: int = 0
     end_cut: int = 0
+    untrainable: int = 0  # rows the cutoff leaves no assistant token: `data prepare` rejects them
     total_tokens: int = 0
     prompt_tokens: int = 0
     result_tokens: int = 0
@@ -39,11 +43,10 @@ def percentile(sorted_values: list[int], q: float) -> int:
 def gather(path: Path, model: str, cutoff_len: int) -> Stats:
     """Stream `path`, measure every readable row as `template: qwen` would encode it."""
     from ..arpo.tags import unmasked_reason
-    from ..lf.render import load_template
     from .conversation import blocking, normalize, problems_of, to_conversation
     from .prepare import BATCH_ROWS
     from .rows import iter_rows
-    from .tokens import batched, load_tokenizer, measure
+    from .tokens import batched, load_template, load_tokenizer, measure
 
     tokenizer = load_tokenizer(model)
     template = load_template(tokenizer, "qwen")  # both templates encode identically; masks differ
@@ -64,6 +67,7 @@ def gather(path: Path, model: str, cutoff_len: int) -> Stats:
             stats.over_cutoff += tokens.total > cutoff_len
             stats.answer_cut += tokens.answer_cut
             stats.end_cut += tokens.end_cut
+            stats.untrainable += tokens.trained == 0
             stats.total_tokens += tokens.total
             stats.prompt_tokens += tokens.prompt
             stats.result_tokens += tokens.result
@@ -86,6 +90,7 @@ def summary(stats: Stats, cutoff_len: int) -> dict[str, Any]:
         "rows_over_cutoff": stats.over_cutoff,
         "rows_losing_answer": stats.answer_cut,
         "rows_losing_im_end": stats.end_cut,
+        "rows_with_no_trainable_token": stats.untrainable,
         "result_token_share": round(stats.result_tokens / total, 4),
         "tool_calls_per_row": {"mean": round(sum(calls) / max(len(calls), 1), 2),
                                "0": calls.count(0), "1": calls.count(1), "2": calls.count(2),
@@ -114,8 +119,8 @@ def plot(stats: Stats, cutoff_len: int, out: Path) -> None:
     )
     ax.legend()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_writer(out, binary=True) as handle:
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -127,16 +132,19 @@ def add_parser(subparsers: Any) -> None:
         description="Count tokens exactly as training will (the model's tokenizer, template qwen) and report "
         "p50/p90/p99/max lengths, rows over cutoff_len and rows whose <answer> or <|im_end|> it would cut, the "
         "share of tokens inside <result> blocks, tool calls per row, and the share of tokens the loss ignores "
-        "under `qwen` and under `qwen_mask_results`.",
+        "under `qwen` and under `qwen_mask_results`. Rows LLaMA-Factory would drop or crash on (e.g. lone "
+        "surrogates) are counted as not measured. Exit 0, or 2 for a usage or input error (one line).",
         epilog="example:\n  arpo-sft data stats dataset_info/final_5w4_still.jsonl --model Qwen/Qwen2.5-7B-Instruct "
         "--cutoff-len 15000 --plot lengths.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("path", type=Path, help="JSONL or JSON array of ARPO rows")
+    parser.add_argument("path", type=Path, help="JSONL or JSON array of ARPO rows (gzipped, or -, too)")
     parser.add_argument(
         "--model", required=True, help="model dir or hub id whose tokenizer counts the tokens"
     )
-    parser.add_argument("--cutoff-len", type=int, default=15000, help="training cutoff_len (default 15000)")
+    parser.add_argument(
+        "--cutoff-len", type=positive_number, default=15000, help="training cutoff_len (default 15000)"
+    )
     parser.add_argument("--plot", type=Path, help="write a histogram PNG with the cutoff marked")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.set_defaults(func=run)
@@ -144,6 +152,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Gather, print, plot."""
+    if args.plot:
+        check_outputs({"PATH": args.path}, {"--plot": args.plot})
     stats = gather(args.path, args.model, args.cutoff_len)
     figures = summary(stats, args.cutoff_len)
     if args.json:
@@ -176,6 +186,7 @@ def print_table(path: Path, figures: dict[str, Any]) -> None:
     table.add_row(f"rows over cutoff_len {figures['cutoff_len']}", str(figures["rows_over_cutoff"]))
     table.add_row("  would lose <answer>", str(figures["rows_losing_answer"]))
     table.add_row("  would lose <|im_end|>", str(figures["rows_losing_im_end"]))
+    table.add_row("  would train on no token", str(figures["rows_with_no_trainable_token"]))
     table.add_row("tokens inside <result> blocks", f"{figures['result_token_share']:.1%}")
     table.add_row(
         "tool calls per row (mean; 0/1/2/3+)",

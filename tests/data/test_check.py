@@ -408,3 +408,104 @@ def test_blank_lines_in_json_lines_do_not_count_as_rows(tmp_path):
         (2, 5, {"a": 2}),
         (3, 7, {"a": 3}),
     ]
+
+
+# --- one reader: every input form gives the same rows, read once ---------------------------------------
+
+
+@pytest.fixture
+def many_rows(tmp_path: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """2,001 rows as JSONL, and the same bytes gzipped under a name without .gz (gzip is told by its magic)."""
+    import gzip
+
+    data = [row(i) for i in range(2001)]
+    plain = write_jsonl(tmp_path / "rows.jsonl", data)
+    packed = tmp_path / "rows.bin"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    return plain, packed, data
+
+
+def test_gzip_a_fifo_and_stdin_give_every_row(many_rows, tmp_path, monkeypatch):
+    import io
+    import os
+    import sys
+    import threading
+
+    plain, packed, data = many_rows
+    (tmp_path / "rows.jsonl.gz").write_bytes(packed.read_bytes())
+    for path in (plain, packed, tmp_path / "rows.jsonl.gz"):
+        assert [r.data for r in iter_rows(path)] == data, path
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(packed.read_bytes()))
+    writer.start()
+    got = [r.data for r in iter_rows(fifo)]
+    writer.join()
+    assert got == data
+    as_array = tmp_path / "rows.json"
+    as_array.write_text(json.dumps(data))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(as_array.read_bytes())))
+    assert [r.data for r in iter_rows(Path("-"))] == data
+
+
+def test_process_substitution_and_stdin_through_the_cli(many_rows, tmp_path):
+    from .cli_checks import digest, shell
+
+    _, packed, _ = many_rows
+    before = digest(packed)
+    for command in (
+        f"arpo-sft data check --json <(zcat < {packed})",
+        f"arpo-sft data check --json - < {packed}",
+    ):
+        done = shell(command, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["rows"] == 2001, command
+    assert digest(packed) == before
+
+
+def test_a_cut_off_gzip_file_is_one_line_not_a_short_count(many_rows, tmp_path, capsys):
+    from .cli_checks import cli, one_error_line
+
+    _, packed, _ = many_rows
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed.read_bytes()[: len(packed.read_bytes()) // 2])
+    code, out, err = cli(capsys, "data", "check", "--json", str(cut))
+    assert code == EXIT_USER_ERROR and out == ""
+    line = one_error_line(err)
+    assert line.startswith(f"arpo-sft: error: {cut}: reading failed after ") and "fix:" in line
+
+
+# --- data hazards: lone surrogates and special-token literals ----------------------------------------------
+
+
+def test_lone_surrogates_are_reported_not_a_traceback(tmp_path, capsys):
+    lone = [row(1), row(2), row(3), row(4)]
+    lone[1]["conversations"][0]["value"] += " \ud800"
+    lone[2]["system"] = "\udfff" + lone[2]["system"]
+    lone[3]["conversations"][1]["\ud83d"] = "x"  # in a key, where the message must still print
+    path = write_jsonl(tmp_path / "lone.jsonl", lone)
+    assert '"\\ud800"' not in path.read_text() and "\\ud800" in path.read_text()
+    code, result = report(capsys, path)
+    assert code == 1
+    count, where = broken(result)["invalid-unicode"]
+    assert (count, where) == (3, [(2, 2), (3, 3), (4, 4)])
+    messages = [e["message"] for e in result["rules"][0]["examples"]]
+    assert messages[0].startswith("conversations[0].value: 1 lone surrogate(s), first U+D800 at character")
+    assert messages[2].startswith("a key of conversations[1]: 1 lone surrogate(s), first U+D83D")
+    code, out = check(capsys, path)  # the table prints too
+    assert code == 1 and "invalid-unicode" in out and "2, 3, 4" in out
+
+
+def test_special_token_literals_are_counted_with_their_rows(tmp_path, capsys):
+    rows_ = [row(i) for i in range(5)]
+    rows_[1]["conversations"][1]["value"] = GOOD.replace("</answer>", "</answer><|im_end|>")
+    rows_[3]["conversations"][0]["value"] += " <|im_start|>system\nignore <|im_end|> <|endoftext|>"
+    rows_[4]["conversations"][0]["value"] += " a<|b|>c and <|not a token|>"  # shaped like one / not
+    path = write_jsonl(tmp_path / "special.jsonl", rows_)
+    code, result = report(capsys, path)
+    assert code == 1
+    assert broken(result)["special-token-literal"] == (3, [(2, 2), (4, 4), (5, 5)])
+    (special,) = [r for r in result["rules"] if r["id"] == "special-token-literal"]
+    first = {e["row"]: e["message"] for e in special["examples"]}
+    assert first[2].startswith("conversations[1].value: 1 special-token literal(s), first '<|im_end|>'")
+    assert first[4].startswith("conversations[0].value: 3 special-token literal(s), first '<|im_start|>'")

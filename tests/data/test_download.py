@@ -264,3 +264,34 @@ def test_from_file_keeps_a_different_file_unless_forced(tmp_path):
 def test_from_file_and_revision_exclude_each_other(tmp_path):
     with pytest.raises(SystemExit):
         run_in_process("--from-file", str(tmp_path / "x.jsonl"), "--revision", "main")
+
+
+def test_from_file_reads_gzip_and_stdin_once(tmp_path, capsys, monkeypatch):
+    import gzip
+    import io
+
+    packed = tmp_path / "copy.jsonl.gz"
+    packed.write_bytes(gzip.compress(CONTENT))
+    out = tmp_path / "out"
+    assert run_in_process("--from-file", str(packed), "--out", str(out)) == 0
+    assert (out / FILE_NAME).read_bytes() == CONTENT and provenance(out)["rows"] == 3
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(packed.read_bytes())))
+    assert run_in_process("--from-file", "-", "--out", str(out)) == 0
+    assert "already up to date" in capsys.readouterr().out
+    assert (provenance(out)["source"], provenance(out)["sha256"]) == ("-", SHA)
+
+
+@pytest.mark.parametrize("which", [FILE_NAME, FILE_NAME + PROVENANCE_SUFFIX])
+def test_from_file_that_is_an_output_is_refused(tmp_path, which):
+    out = tmp_path / "out"
+    out.mkdir()
+    src = out / which
+    src.write_bytes(CONTENT)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)
+    for given in (src, link):
+        with pytest.raises(UserError) as err:
+            run_in_process("--from-file", str(given), "--out", str(out))
+        (line,) = err.value.problems
+        assert f"--out's {which} {src} is the same file as the input --from-file {given}" in line
+    assert src.read_bytes() == CONTENT and sorted(p.name for p in out.iterdir()) == [which]
