@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from .config import load_run_config
     from .launch import run_teed, say, topology_from_env, torchrun_command, training_env
     from .preflight import is_demo_model, run_checks
+    from .tokenized import tokenized_overrides
 
     cfg = load_run_config(Path(args.config), args.overrides)
     gpus = _visible_gpus()
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     topo = topology_from_env(os.environ, gpus)
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
-    overrides = cfg.overrides + resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
+    overrides = cfg.overrides + tokenized_overrides(cfg)
+    overrides += resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
 
     cmd = torchrun_command(cfg.path, overrides, topo, sys.executable)
     log_path = cfg.output_dir / "training.log"
