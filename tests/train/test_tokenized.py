@@ -146,6 +146,46 @@ def test_a_user_tokenized_path_is_honoured_with_a_warning(run, tmp_path, capsys)
     assert out == [line for line in out if "NOT checked for staleness" in line] and len(out) == 1
 
 
+def fake_build(path: Path, args: dict) -> dict:
+    """Stands in for LLaMA-Factory's build in unit tests: a dataset whose bytes depend on the args."""
+    (path / "train").mkdir(parents=True)
+    (path / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    (path / "train" / "data.arrow").write_text(json.dumps(args, sort_keys=True))
+    return {"train": 1}
+
+
+def launch_line(cfg: RunConfig, capsys) -> str:
+    [override] = tokenized_overrides(cfg)
+    [line] = capsys.readouterr().out.strip().splitlines()
+    assert override == "tokenized_path=" + line.split(" ", 4)[4].split(" (")[0]
+    return line.removeprefix("[arpo-sft] tokenized dataset: ")
+
+
+def test_launches_reuse_rebuild_with_the_reason_and_never_use_a_bad_cache(run, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(tokenized, "_run_build", fake_build)
+    monkeypatch.setattr("arpo_train_sft.lf.tokenize.data_arg_names", lambda: NAMES)
+    monkeypatch.setenv("ARPO_SFT_CACHE", str(tmp_path / "cache"))
+    first = launch_line(run, capsys)
+    assert first.startswith("built ") and first.endswith("/dataset (first build)")
+    path = first.split(" ")[1]
+    assert launch_line(run, capsys) == f"reused {path}"
+
+    short = RunConfig(path=run.path, overrides=(), values={**run.values, "cutoff_len": 512})
+    assert launch_line(short, capsys).endswith("(cutoff_len 15000 -> 512)")
+    assert launch_line(run, capsys) == f"reused {path}"  # the old entry is still there, still valid
+
+    (Path(path) / "train" / "data.arrow").write_text("garbage")
+    line = launch_line(run, capsys)
+    assert line.startswith(f"built {path} (found a corrupted cache in ") and line.endswith("rebuilding)")
+    assert launch_line(run, capsys) == f"reused {path}"
+
+    entry = Path(path).parent
+    (entry / MANIFEST).unlink()
+    assert "not a cache this plugin wrote; rebuilding)" in launch_line(run, capsys)
+    assert len(list(entry.parent.glob(f"{entry.name}.not-ours-*"))) == 1
+    assert launch_line(run, capsys) == f"reused {path}"
+
+
 # ----- integration: the real build (LLaMA-Factory in a child process) and the real launch -----
 
 COMPARE = r"""
