@@ -165,9 +165,9 @@ def _run_build(path: Path, args: dict[str, Any]) -> dict[str, int]:
     if "errno" in result:
         raise OSError(result["errno"], result["error"])
     if proc.returncode != 0 or "rows" not in result:
-        tail = "\n".join(lines[-20:])
-        raise UserError(f"{tail}\ntokenized dataset: LLaMA-Factory's preprocessing failed (exit "
-                        f"{proc.returncode}; its error is above)")  # fmt: skip
+        sys.stderr.write("".join(f"  {line}\n" for line in lines[-20:]))
+        raise UserError(f"tokenized dataset: LLaMA-Factory's preprocessing failed (exit {proc.returncode}); "
+                        "its traceback and last log lines are above")  # fmt: skip
     return result["rows"]
 
 
