@@ -1,12 +1,15 @@
-"""`arpo-sft data prepare` vs LLaMA-Factory's own preprocessing, side by side on the same rows.
+"""`arpo-sft data prepare` vs LLaMA-Factory's own preprocessing, side by side on the same rows and cores.
 
     python bench/bench_prepare.py                     # 54,574 synthetic rows shaped like ARPO-SFT-54K
-    python bench/bench_prepare.py --rows 5000 --rounds 3
+    python bench/bench_prepare.py --rows 10000 --rounds 2 --workers 2
 
 Both sides use the real Qwen2.5 tokenizer (rebuilt offline), template `qwen` and cutoff_len 15000, and run
-as separate processes, alternating. LLaMA-Factory's side is `get_dataset` (load JSON, convert ShareGPT,
-tokenize) with a fresh datasets cache each time, so nothing is reused. Figures: rows/second measured
-inside each process (imports excluded) and the peak resident memory of each process.
+as separate processes, alternating, with the same CPU budget: LLaMA-Factory's `get_dataset` (load JSON,
+convert ShareGPT, tokenize; a fresh datasets cache each time) gets `preprocessing_num_workers=--workers`,
+and `prepare` (one process whose Rust tokenizer batches run on a thread pool) gets that many threads.
+A third side is the ceiling: the tokenizer's own batch call on the same conversations' text with the
+same threads, nothing else. Figures: rows/second measured inside each process (imports excluded) and
+the peak resident memory of each process.
 """
 
 from __future__ import annotations
@@ -41,6 +44,21 @@ template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_ar
 dataset = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
 elapsed = time.perf_counter() - start
 print("ROWS", len(dataset["train_dataset"]), "SECONDS", elapsed)
+"""
+
+CEILING_SIDE = """
+import json, sys, time
+from transformers import AutoTokenizer
+model, source = sys.argv[1:3]
+tokenizer = AutoTokenizer.from_pretrained(model)
+texts = []
+for line in open(source, encoding="utf-8"):
+    turns = json.loads(line)["conversations"]
+    texts.append("".join(f"<|im_start|>{t['from']}\\n{t['value']}<|im_end|>\\n" for t in turns))
+start = time.perf_counter()
+for i in range(0, len(texts), 512):
+    tokenizer(texts[i : i + 512], add_special_tokens=False)
+print("ROWS", len(texts), "SECONDS", time.perf_counter() - start)
 """
 
 PREPARE_SIDE = """
@@ -93,7 +111,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=REAL_ROWS)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--workers", type=int, default=0, help="LLaMA-Factory preprocessing_num_workers (0: none)"
+        "--workers", type=int, default=os.cpu_count(), help="the CPU budget of each side (default: all CPUs)"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/arpo-bench"))
     args = parser.parse_args()
@@ -117,13 +135,16 @@ def main() -> None:
         (data_dir / "dataset_info.json").write_text(json.dumps({"bench": bench_entry}))
     size_mb = source.stat().st_size / 2**20
 
-    results: dict[str, list[tuple[float, float, int]]] = {"prepare": [], "llamafactory": []}
+    results: dict[str, list[tuple[float, float, int]]] = {"prepare": [], "llamafactory": [], "tokenizer": []}
     for _ in range(args.rounds):
-        for side in ("prepare", "llamafactory"):
+        for side in results:
             cache = work / "hf-datasets-cache"
             shutil.rmtree(cache, ignore_errors=True)
-            env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "true"}
-            if side == "prepare":
+            env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "true",
+                   "RAYON_NUM_THREADS": str(args.workers)}  # fmt: skip
+            if side == "tokenizer":
+                cmd = [sys.executable, "-c", CEILING_SIDE, str(model), str(source)]
+            elif side == "prepare":
                 cmd = [
                     sys.executable,
                     "-c",
@@ -146,7 +167,8 @@ def main() -> None:
             print(side, results[side][-1], flush=True)
 
     print(
-        f"\n{args.rows} rows, {size_mb:.0f} MiB, cutoff_len {CUTOFF}, {os.cpu_count()} CPUs, rounds {args.rounds}"
+        f"\n{args.rows} rows, {size_mb:.0f} MiB, cutoff_len {CUTOFF}, {os.cpu_count()} CPUs, "
+        f"{args.workers} workers/threads per side, rounds {args.rounds}, load average {os.getloadavg()[0]:.1f}"
     )
     medians = {}
     for side, runs in results.items():
@@ -154,7 +176,8 @@ def main() -> None:
         medians[side] = args.rows / seconds
         print(f"{side:13s} {medians[side]:9.0f} rows/s  ({seconds:.1f} s in-process, "
               f"{statistics.median(r[1] for r in runs):.1f} s wall, peak RSS {max(r[2] for r in runs)} MiB)")  # fmt: skip
-    print(f"ratio prepare / llamafactory: {medians['prepare'] / medians['llamafactory']:.2f}x")
+    print(f"ratio prepare / llamafactory at equal workers: {medians['prepare'] / medians['llamafactory']:.2f}x "
+          f"(ceiling, the tokenizer alone: {medians['tokenizer'] / medians['llamafactory']:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

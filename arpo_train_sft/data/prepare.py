@@ -13,6 +13,7 @@ from typing import Any
 
 from ..atomic import Discard, atomic_writer, check_outputs
 from ..errors import UserError
+from ..progress import file_progress
 from .conversation import (
     STRUCTURAL_RULES,
     blocking,
@@ -75,7 +76,9 @@ def prepare(args: argparse.Namespace) -> Report:
             record = {"row": row.number, "line": row.line, "reason": reason, "text": row.text}
             rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+        bar = stack.enter_context(file_progress(args.input, "prepare"))
         for batch in batched(iter_rows(args.input), BATCH_ROWS):
+            bar.update(sum(len(row.text.encode()) + 1 for row in batch))
             kept = []
             for row in batch:
                 report.input_rows += 1

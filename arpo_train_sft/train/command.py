@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from .launch import run_teed, say, topology_from_env, torchrun_command, training_env
     from .preflight import SKIP_FLAG, make_plan, report, run_preflight
     from .preflight.files import is_demo_model
+    from .tokenized import tokenized_overrides
 
     plan = make_plan(args, fresh=args.fresh)
     cfg, gpus = plan.cfg, len(plan.gpus)
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     topo = topology_from_env(os.environ, gpus)
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
-    overrides = cfg.overrides + resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
+    overrides = cfg.overrides + tokenized_overrides(cfg)
+    overrides += resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
 
     cmd = torchrun_command(cfg.path, overrides, topo, sys.executable)
     log_path = cfg.output_dir / "training.log"
