@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..secrets import redact
 
 ENTRY_MODULE = "arpo_train_sft.entry"
 # The CPU demo is sized for two ranks: enough to exercise ZeRO-3 sharding on a 2-core machine.
@@ -34,7 +35,7 @@ class Topology:
 
 def say(message: str) -> None:
     """One launcher line on stdout, before the ranks' own output."""
-    print(f"[arpo-sft] {message}", flush=True)
+    print(f"[arpo-sft] {redact(message)}", flush=True)
 
 
 def free_port() -> int:
@@ -111,7 +112,7 @@ def run_teed(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        log.write(f"\n===== {stamp} {shlex.join(cmd)}\n".encode())
+        log.write(f"\n===== {stamp} {redact(shlex.join(cmd))}\n".encode())
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         # torchrun turns SIGTERM into a clean stop of every rank; pass ours on (SLURM, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
