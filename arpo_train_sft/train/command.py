@@ -13,9 +13,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
     from ..checkpoint.resume import resume_overrides
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
-    from ..errors import UserError
+    from ..errors import EnvironmentProblem, UserError
     from ..secrets import move_to_env
-    from .launch import run_teed, say, topology_from_env, torchrun_command, training_env
+    from .launch import failure_lines, run_teed, say, topology_from_env, torchrun_command, training_env
     from .preflight import SKIP_FLAG, make_plan, report, run_preflight
     from .preflight.files import is_demo_model
 
@@ -41,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
     log_path = cfg.output_dir / "training.log"
     say(shlex.join(cmd))
     say(f"log: {log_path}")
-    return run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path)
+    start = log_path.stat().st_size if log_path.is_file() else 0
+    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path)
+    problems = failure_lines(log_path, start, cfg.output_dir) if code else []
+    if problems and problems[0].startswith("output_dir"):
+        raise EnvironmentProblem(problems)
+    for line in problems:
+        say(line)
+    return code
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

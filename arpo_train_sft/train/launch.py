@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -129,3 +131,29 @@ def run_teed(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
             return proc.wait()
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+# torchrun's failure summary names each failed rank: "rank      : 1 (local_rank: 1)" then "exitcode  : -9".
+_FAILED_RANK = re.compile(rb"rank\s*:\s*(\d+) \(local_rank: \d+\)\s+exitcode\s*:\s*(-?\d+)")
+_DISK_FULL = (b"No space left on device", b"Disk quota exceeded")
+
+
+def failure_lines(log_path: Path, start: int, output_dir: Path) -> list[str]:
+    """What went wrong, from the part of training.log this launch wrote: a full disk, the failed ranks."""
+    from ..checkpoint.scan import list_checkpoints, scan
+
+    with log_path.open("rb") as log:
+        log.seek(start)
+        text = log.read()
+    failed = dict.fromkeys((int(rank), int(code)) for rank, code in _FAILED_RANK.findall(text))
+    lines = [f"rank {rank} failed (exit code {code})" for rank, code in failed]
+    if any(marker in text for marker in _DISK_FULL):
+        free = shutil.disk_usage(output_dir).free / 2**20
+        complete = [path for path in list_checkpoints(output_dir) if not scan(path).problems]
+        last = complete[-1] if complete else "none"
+        lines.insert(
+            0,
+            f"output_dir {output_dir}: the disk filled while saving ({free:.0f} MB free); "
+            f"the last complete checkpoint is {last}",
+        )
+    return lines
