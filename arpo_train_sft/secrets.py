@@ -14,7 +14,8 @@ MASK = "***"
 # *api_key*/*password*/*secret*. Deliberately not every "*token*": max_new_tokens, add_special_tokens are not.
 _SECRET_KEY = re.compile(r"(^|_)token$|api_key|password|secret", re.IGNORECASE)
 # Environment variables read the same way: HF_TOKEN, HUGGING_FACE_HUB_TOKEN, WANDB_API_KEY, ...
-_SECRET_ENV = re.compile(r"TOKEN|API_KEY|PASSWORD|SECRET", re.IGNORECASE)
+# (not where one is kept: HF_TOKEN_PATH names a file, and masking paths would garble every log).
+_SECRET_ENV = re.compile(r"^(?!.*_(PATH|FILE|DIR)$).*(TOKEN|API_KEY|PASSWORD|SECRET)", re.IGNORECASE)
 # Shorter values are not credentials (e.g. `HF_HUB_DISABLE_TOKEN=1`) and would mask every digit in a log.
 _MIN_LEN = 8
 # Where a token override goes instead of the ranks' argv: the variable each hub client reads itself.
