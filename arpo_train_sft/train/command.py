@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     log_path = cfg.output_dir / "training.log"
     say(shlex.join(cmd))
     say(f"log: {log_path}")
-    start = log_path.stat().st_size if log_path.is_file() else 0
-    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path)
-    problems = failure_lines(log_path, start, cfg.output_dir) if code else []
+    tail = bytearray()
+    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path, tail)
+    problems = failure_lines(bytes(tail), cfg.output_dir) if code else []
     if problems and problems[0].startswith("output_dir"):
         raise EnvironmentProblem(problems)
     for line in problems:

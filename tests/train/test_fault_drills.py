@@ -122,7 +122,8 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint_and_names_the_disk(
     result = subprocess.run(train(output_dir, "save_total_limit=null"), cwd=checkout, env=run_env(),
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == EXIT_ENVIRONMENT, result.stdout[-3000:] + result.stderr[-3000:]
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("arpo-sft: error:")]
+    line, *ranks = [line for line in result.stderr.splitlines() if line.startswith("arpo-sft: error:")]
+    assert all(" failed (exit code " in rank for rank in ranks)
     assert f"output_dir {output_dir}: the disk filled while saving (" in line
     assert f"the last complete checkpoint is {output_dir / 'checkpoint-2'}" in line
     assert scan(output_dir / "checkpoint-2").problems == ()
