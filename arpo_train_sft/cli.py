@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import errno
+import os
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 from .checkpoint import export, plot
 from .data import check, download, parity, prepare, stats
 from .demo import model
-from .errors import UserError
+from .errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_TABLE,
+    EXIT_USER_ERROR,
+    UserError,
+)
 from .presets import init
+from .secrets import redact
 from .train import command as train
 from .train import preflight
 from .train.estimate import command as estimate
@@ -21,7 +35,8 @@ from .verify.sandbox import command as sandbox
 DATA_COMMANDS = (download, check, prepare, stats, parity)
 TOP_COMMANDS = (init, preflight, train, estimate, model, export, verify, sandbox, plot)
 
-EPILOG = """examples:
+EPILOG = (
+    """examples:
   arpo-sft init arpo-run                            presets, DeepSpeed configs, demo data and sft_train.sh
   arpo-sft train yaml/demo_cpu.yaml                 CPU demo: tiny model, bundled data, 2 ranks
   arpo-sft preflight yaml/sft_config.yaml           every check train runs first, as one table
@@ -33,7 +48,13 @@ EPILOG = """examples:
   arpo-sft export checkpoints/demo-cpu/checkpoint-50 exported/demo   ZeRO shards -> safetensors model
   arpo-sft verify exported/demo                     ARPO's tool loop on a model: format, tool calls, answers
   arpo-sft sandbox run attack.py                    what verify's python sandbox makes of one file
+
 """
+    + EXIT_TABLE
+    + "\n"
+)
+# A full disk or quota is the host's problem; every other OSError on a named path is the user's to fix.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -60,15 +81,54 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(line: str) -> None:
+    print(redact(f"arpo-sft: error: {line}"), file=sys.stderr)
+
+
+def write_traceback(err: BaseException) -> Path:
+    """The full traceback of an unexpected error in a new file (~/.cache/arpo-sft, else $TMPDIR), redacted."""
+    text = redact("".join(traceback.format_exception(err)))
+    name = f"crash-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.txt"
+    for folder in (Path.home() / ".cache" / "arpo-sft", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+            return folder / name
+        except OSError:
+            continue
+    raise err
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `arpo-sft` console script."""
+    """Entry point of the `arpo-sft` console script: exit statuses as in errors.EXIT_TABLE."""
     args = make_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as err:
         for line in err.problems:
-            print(f"arpo-sft: error: {line}", file=sys.stderr)
+            _error(line)
         return err.exit_code
+    except KeyboardInterrupt:
+        print("arpo-sft: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as err:
+        if err.filename is None:
+            return _internal(err)
+        where = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
+        if err.errno in _DISK_ERRNOS:
+            _error(f"{where}: {err.strerror}; free space on that filesystem or write elsewhere")
+            return EXIT_ENVIRONMENT
+        _error(f"{where}: {err.strerror or err}; pass another path")
+        return EXIT_USER_ERROR
+    except Exception as err:  # noqa: BLE001  (our bug: one line here, the traceback in a file)
+        return _internal(err)
+
+
+def _internal(err: BaseException) -> int:
+    path = write_traceback(err)
+    first = str(err).splitlines()[0] if str(err) else ""
+    _error(f"internal error: {type(err).__name__}: {first} (full traceback in {path})")
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-# Exit status for "your input is wrong, nothing was started"; training failures keep torchrun's own code.
+# The one exit-status table of every `arpo-sft` command (README and `arpo-sft --help` show EXIT_TABLE).
+EXIT_OK = 0
+# The command ran and found data that breaks ARPO's rules (`data check`, `data prepare`, `data parity`).
+EXIT_DATA = 1
+# "Your input is wrong, nothing was started"; training failures keep torchrun's own code.
 EXIT_USER_ERROR = 2
-# Exit status for "this host cannot do it safely" (e.g. no sandbox isolation); nothing was run.
+# "This host cannot do it safely" (e.g. no sandbox isolation, the disk filled up); nothing more was run.
 EXIT_ENVIRONMENT = 3
+# Our own bug: an exception nobody expected (sysexits' EX_SOFTWARE); the traceback goes to a file.
+EXIT_INTERNAL = 70
+# Stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+EXIT_TABLE = f"""exit status (every command):
+  {EXIT_OK}    ok
+  {EXIT_DATA}    data breaks ARPO's rules (data check / prepare / parity found rows to fix)
+  {EXIT_USER_ERROR}    user error: a bad flag, path, config key or value; one line each, nothing started
+  {EXIT_ENVIRONMENT}    this host cannot do it (no sandbox isolation, the disk filled up)
+  {EXIT_INTERNAL}   internal error (a bug): one line on stderr, the full traceback in a file it names
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+  other  `arpo-sft train` passes on torchrun's status when training itself fails"""
 
 
 class UserError(Exception):
@@ -16,3 +33,9 @@ class UserError(Exception):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class EnvironmentProblem(UserError):
+    """The input is fine but this host cannot do it (no isolation, a full disk); exits EXIT_ENVIRONMENT."""
+
+    exit_code = EXIT_ENVIRONMENT

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import enum
-import json
 import pickle
-import shlex
 import shutil
 import sys
 import uuid
@@ -17,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..train.launch import ENTRY_MODULE
+from .card import model_card
 from .scan import CheckpointScan, scan
 
 # Copied as they are, so the export tokenizes and generates exactly as training did; this
@@ -29,9 +26,6 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # the absolute part covers values below fp16's smallest normal number.
 RTOL = {"bf16": 2.0**-8, "fp16": 2.0**-11, "fp32": 0.0}
 ATOL = {"bf16": 1e-7, "fp16": 1e-7, "fp32": 0.0}
-CARD_KEYS = ("model_name_or_path", "dataset", "template", "cutoff_len", "learning_rate", "lr_scheduler_type",
-             "warmup_steps", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-             "gradient_accumulation_steps", "seed")  # fmt: skip
 PROBE = [{"role": "user", "content": "What is 17 * 23? Use python, then answer in \\boxed{}."}]
 FIX = "export an earlier complete checkpoint, or copy the file back from where the run saved it"
 
@@ -143,59 +137,6 @@ def build_model(source: Source, state: dict[str, Any], dtype: str):
     if missing or result.unexpected_keys:
         raise UserError(f"{where} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}); {fix}")
     return model.to(getattr(torch, DTYPES[dtype]))
-
-
-def _launch(run_dir: Path) -> tuple[str, dict[str, Any]]:
-    """The YAML + overrides of the run's last launch: `arpo-sft train` heads training.log with its command."""
-    from ..train.config import load_run_config
-
-    log = run_dir / "training.log"
-    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    heads = [shlex.split(line.split(" ", 2)[2]) for line in lines if line.startswith("===== ")]
-    argv = heads[-1] if heads else []
-    at = argv.index(ENTRY_MODULE) + 1 if ENTRY_MODULE in argv else len(argv)
-    if at >= len(argv):
-        return "", {}
-    try:
-        return shlex.join(argv[at:]), load_run_config(Path(argv[at]), argv[at + 1 :]).values
-    except UserError:  # the YAML moved or broke since: the card says so rather than failing the export
-        return shlex.join(argv[at:]) + " (unreadable now)", {}
-
-
-def _training_args(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:  # the Trainer's pickle of its own arguments: this run's exact hyperparameters
-        args = vars(torch.load(path / "training_args.bin", weights_only=False))
-    except (OSError, EOFError, AttributeError, ModuleNotFoundError, pickle.UnpicklingError, RuntimeError):
-        return {}
-    return {k: v.value if isinstance(v, enum.Enum) else v for k, v in args.items()}
-
-
-def model_card(source: Source, out_name: str, dtype: str) -> str:
-    """A short README.md: base model, data, hyperparameters, steps and the exact source checkpoint."""
-    launch, values = _launch(source.path.parent if source.tag_dir else source.path)
-    values |= _training_args(source.path)  # the pickled arguments beat a YAML that may have changed since
-    state_file = source.path / "trainer_state.json"
-    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
-    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
-    base = values.get("model_name_or_path") or config.get("_name_or_path")
-    rows = [(key, values.get(key, "?")) for key in CARD_KEYS]
-    rows += [("global_step", state.get("global_step", "?")), ("epoch", state.get("epoch", "?"))]
-    if source.world and "per_device_train_batch_size" in values:
-        per_rank = values["per_device_train_batch_size"] * values.get("gradient_accumulation_steps", 1)
-        rows.append(("sequences per step", f"{per_rank * source.world} ({source.world} ranks)"))
-    rows.append(("launch", f"`{launch}`" if launch else "? (no `arpo-sft train` header in training.log)"))
-    origin = f"`{source.path.resolve()}`"
-    if source.tag_dir is not None:
-        origin = f"the DeepSpeed ZeRO-{source.stage} checkpoint {origin} ({source.tag_dir.name})"
-    front = "library_name: transformers\n" + (f"base_model: {base}\n" if base else "")
-    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    return (
-        f"---\n{front}tags: [arpo, sft, llama-factory]\n---\n\n# {out_name}\n\nARPO cold-start SFT, exported "
-        f"by `arpo-sft export` from {origin} with {dtype} weights. `?`: not recorded.\n\n"
-        f"| | |\n| --- | --- |\n{table}\n"
-    )
 
 
 def verify(out: Path, reference: dict[str, Any], dtype: str) -> Report:

@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import UserError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
@@ -139,7 +141,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """Build the tiny model, tokenizer and generation config at out_dir and return out_dir."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} exists and is not empty; delete it or choose another directory")
+        raise UserError(f"{out_dir}: exists and is not empty; delete it or pass another --out")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # A sibling on the same filesystem makes the final rename atomic, so an interrupted build never leaves
     # a directory that looks like a model.

@@ -13,8 +13,9 @@ def run(args: argparse.Namespace) -> int:
     from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
     from ..checkpoint.resume import resume_overrides
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
-    from ..errors import UserError
-    from .launch import run_teed, say, topology_from_env, torchrun_command, training_env
+    from ..errors import EnvironmentProblem, UserError
+    from ..secrets import move_to_env
+    from .launch import failure_lines, run_teed, say, topology_from_env, torchrun_command, training_env
     from .preflight import SKIP_FLAG, make_plan, report, run_preflight
     from .preflight.files import is_demo_model
     from .tokenized import tokenized_overrides
@@ -34,12 +35,22 @@ def run(args: argparse.Namespace) -> int:
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
     overrides = cfg.overrides + tokenized_overrides(cfg)
     overrides += resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
+    overrides, secret_env = move_to_env(
+        cfg.values, overrides
+    )  # no token on the ranks' argv or in their files
 
     cmd = torchrun_command(cfg.path, overrides, topo, sys.executable)
     log_path = cfg.output_dir / "training.log"
     say(shlex.join(cmd))
     say(f"log: {log_path}")
-    return run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0), log_path)
+    tail = bytearray()
+    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path, tail)
+    problems = failure_lines(bytes(tail), cfg.output_dir) if code else []
+    if problems and problems[0].startswith("output_dir"):
+        raise EnvironmentProblem(problems)
+    for line in problems:
+        say(line)
+    return code
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..secrets import remember
 
 # Settings that need a CUDA device; a config without any of them can train on CPU ranks.
 _GPU_ONLY_FLAGS = ("bf16", "fp16", "pure_bf16", "enable_liger_kernel", "use_unsloth")
@@ -60,4 +61,6 @@ def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if bad:
         raise UserError([f"override {item!r}: expected key=value (e.g. max_steps=10)" for item in bad])
     merged = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
-    return RunConfig(path=path, overrides=tuple(overrides), values=OmegaConf.to_container(merged))
+    values = OmegaConf.to_container(merged)
+    remember(values)  # a hub_token in this config is masked in everything printed or written from now on
+    return RunConfig(path=path, overrides=tuple(overrides), values=values)

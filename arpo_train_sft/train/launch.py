@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..secrets import redact
 
 ENTRY_MODULE = "arpo_train_sft.entry"
 # The CPU demo is sized for two ranks: enough to exercise ZeRO-3 sharding on a 2-core machine.
 CPU_RANKS = 2
 # torchrun's own default: every node of a multi-node job must agree on it, so no random port there.
 DEFAULT_MULTINODE_PORT = 29500
+# How much of the ranks' output the launcher keeps to explain a failure (torchrun's summary is at the end).
+TAIL_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class Topology:
 
 def say(message: str) -> None:
     """One launcher line on stdout, before the ranks' own output."""
-    print(f"[arpo-sft] {message}", flush=True)
+    print(f"[arpo-sft] {redact(message)}", flush=True)
 
 
 def free_port() -> int:
@@ -106,25 +112,64 @@ def training_env(env: Mapping[str, str], on_cpu: bool) -> dict[str, str]:
     return out
 
 
-def run_teed(cmd: list[str], env: dict[str, str], log_path: Path) -> int:
-    """Run `cmd`, copying its output to the terminal and appending it to `log_path`; return its exit code."""
+def run_teed(cmd: list[str], env: dict[str, str], log_path: Path, tail: bytearray | None = None) -> int:
+    """Run `cmd`, copying its output to the terminal and appending it to `log_path`; return its exit code.
+
+    `tail`, when given, receives the output's last TAIL_BYTES (what `failure_lines` reads). A log that cannot
+    be written (its disk is full) stops being written; the terminal keeps getting everything.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail = bytearray() if tail is None else tail
     with log_path.open("ab") as log:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        log.write(f"\n===== {stamp} {shlex.join(cmd)}\n".encode())
+        log.write(f"\n===== {stamp} {redact(shlex.join(cmd))}\n".encode())
+        log.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         # torchrun turns SIGTERM into a clean stop of every rank; pass ours on (SLURM, `kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+        logging = True
         try:
             assert proc.stdout is not None
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.buffer.flush()
-                log.write(chunk)
-                log.flush()
+                tail += chunk
+                del tail[:-TAIL_BYTES]
+                if logging:
+                    try:
+                        log.write(chunk)
+                        log.flush()
+                    except OSError as err:
+                        logging = False
+                        tail += f"\n{log_path}: {err.strerror}\n".encode()
             return proc.wait()
         except KeyboardInterrupt:
             # Ctrl-C already reached torchrun (same process group); wait for it to stop the ranks.
             return proc.wait()
         finally:
             signal.signal(signal.SIGTERM, previous)
+            with contextlib.suppress(OSError):  # closing flushes; a full disk must not hide the run's result
+                log.close()
+
+
+# torchrun's failure summary names each failed rank: "rank      : 1 (local_rank: 1)" then "exitcode  : -9".
+_FAILED_RANK = re.compile(rb"rank\s*:\s*(\d+) \(local_rank: \d+\)\s+exitcode\s*:\s*(-?\d+)")
+_DISK_FULL = (b"No space left on device", b"Disk quota exceeded")
+
+
+def failure_lines(text: bytes, output_dir: Path) -> list[str]:
+    """What went wrong, from the end of a failed launch's output: a full disk, the ranks that failed."""
+    from ..checkpoint.scan import list_checkpoints, scan
+
+    failed = dict.fromkeys((int(rank), int(code)) for rank, code in _FAILED_RANK.findall(text))
+    lines = [f"rank {rank} failed (exit code {code})" for rank, code in failed]
+    if any(marker in text for marker in _DISK_FULL):
+        free = shutil.disk_usage(output_dir).free / 2**20
+        complete = [path for path in list_checkpoints(output_dir) if not scan(path).problems]
+        last = complete[-1] if complete else "none"
+        lines.insert(
+            0,
+            f"output_dir {output_dir}: the disk filled while saving ({free:.0f} MB free); "
+            f"the last complete checkpoint is {last}",
+        )
+    return lines

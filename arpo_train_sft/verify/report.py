@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_writer
+from ..secrets import redact
 
 
 @dataclass(frozen=True)
@@ -79,4 +80,4 @@ def print_report(model: Path, reports: list[PromptReport], summary: dict[str, An
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic_writer(path) as handle:
-        handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        handle.write(redact(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")

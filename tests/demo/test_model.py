@@ -15,6 +15,7 @@ from arpo_train_sft.demo.model import (
     ensure_demo_model,
     qwen_tiktoken_path,
 )
+from arpo_train_sft.errors import UserError
 
 # Written out independently of the module's table so that a reordering there is caught here.
 EXPECTED_ADDED_IDS = {
@@ -192,7 +193,7 @@ def test_refuses_non_empty_dir_and_leaves_no_partial(tmp_path: Path) -> None:
     target = tmp_path / "model"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(UserError, match="not empty"):
         build_tiny_model(target)
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert (target / "notes.txt").read_text() == "keep me"

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import UserError
+from ...secrets import redact
 from .rows import FAIL, WARN, Gpu, Plan, Row
 
 SKIP_FLAG = "--skip-preflight"
@@ -57,7 +58,9 @@ def print_table(rows: list[Row], title: str) -> None:
     for column in ("check", "status", "found", "fix"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row.check, f"[{colours[row.status]}]{row.status}[/]", row.found, row.fix)
+        table.add_row(
+            row.check, f"[{colours[row.status]}]{row.status}[/]", redact(row.found), redact(row.fix)
+        )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
@@ -102,7 +105,7 @@ def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
 def report(rows: list[Row], as_json: bool, title: str) -> None:
     """Print the rows (table or JSON); raise UserError with one line per failing row."""
     if as_json:
-        print(json.dumps([row.__dict__ for row in rows], indent=1))
+        print(redact(json.dumps([row.__dict__ for row in rows], indent=1)))
     else:
         print_table(rows, title)
     warned = sum(row.status == WARN for row in rows)
