@@ -19,7 +19,7 @@ from arpo_train_sft.train.preflight.rows import FAIL, OK, WARN, Row
 from ..conftest import REPO, run_env
 
 # The check names the table must show for the CPU demo, in table order.
-DEMO_CHECKS = ["keys", "values", "template", "llamafactory", "deepspeed schema", "versions", "gpus", "topology",
+DEMO_CHECKS = ["keys", "values", "template", "llamafactory", "deepspeed schema", "versions", "gpus", "memory", "topology",
                "ddp_timeout", "model", "dataset", "deepspeed", "output_dir", "disk", "resume", "ARPO run"]  # fmt: skip
 
 
@@ -77,8 +77,8 @@ def test_unparsable_yaml_names_the_line(in_checkout: Path, capsys):
     [
         (["--gpus", "abc"], "--gpus 'abc': expected a whole number"),
         (["--gpus", "0"], "--gpus '0': expected a whole number of GPUs per node, 1 or more"),
-        (["--gpus", "8", "--gpu-mem-gib", "-80"], "--gpu-mem-gib '-80': expected the memory of one GPU"),
-        (["--gpus", "8", "--gpu-mem-gib", "lots"], "--gpu-mem-gib 'lots'"),
+        (["--gpus", "8", "--gpu-mem", "-80"], "--gpu-mem '-80': expected the memory of one GPU"),
+        (["--gpus", "8", "--gpu-mem", "lots"], "--gpu-mem 'lots'"),
     ],
 )
 def test_nonsense_flags_name_the_flag(in_checkout: Path, capsys, argv: list[str], named: str):
@@ -346,3 +346,22 @@ def test_saved_model_without_checkpoint_is_refused(tmp_path: Path):
     assert fresh.status == OK
     assert fresh.found == "--fresh: starts at step 0; the earlier run (model.safetensors) is moved aside"
     assert resume_row(plan_for({"output_dir": str(tmp_path), "overwrite_output_dir": True})).status == WARN
+
+
+def test_memory_row_is_the_estimate_for_the_planned_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from dataclasses import replace
+
+    monkeypatch.chdir(tmp_path)
+    Path("x.yaml").write_text("# no 'Sized for:' header: the GPUs come from the plan\n")
+    from arpo_train_sft.train.preflight.memory import check_memory
+    from arpo_train_sft.train.preflight.rows import SKIP, Gpu
+
+    plan = plan_for({"model_name_or_path": "Qwen/Qwen2.5-7B-Instruct", "cutoff_len": 15000, "bf16": True,
+                     "per_device_train_batch_size": 1, "deepspeed": str(REPO / "examples/deepspeed/ds_z3_config.json"),
+                     "enable_liger_kernel": True})  # fmt: skip
+    assert check_memory(replace(plan, gpus=[]))[0].status == SKIP
+    fits = check_memory(replace(plan, gpus=[Gpu("H100", 80.0)] * 8))[0]
+    assert fits.status == OK and "ZeRO-3" in fits.found and "8 GPUs" in fits.found
+    small = check_memory(replace(plan, gpus=[Gpu("T4", 16.0)] * 8, cfg=replace(plan.cfg, values={
+        **plan.cfg.values, "enable_liger_kernel": False})))[0]  # fmt: skip
+    assert small.status == FAIL and "does not fit" in small.found and small.fix

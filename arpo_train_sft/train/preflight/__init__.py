@@ -21,14 +21,14 @@ def checks() -> list[Callable[[Plan], list[Row]]]:
     from .arguments import check_config
     from .environment import check_gpus, check_topology, check_versions
     from .files import check_dataset, check_deepspeed_file, check_model, check_output_dir
+    from .memory import check_memory
     from .repro import check_reproduction
 
     return [
         check_config,  # keys, values, template, then LLaMA-Factory's parser and DeepSpeed's schema
         check_versions,
         check_gpus,
-        # check_memory goes here: train/estimate.py's estimate(cfg, gpus=, gpu_mem_gib=) against the GPUs,
-        # and whether the DeepSpeed stage/offload in the config is the one the estimate advises.
+        check_memory,  # the estimate for this config's ZeRO stage and offload, on these GPUs
         check_topology,
         check_model,
         check_dataset,
@@ -65,7 +65,7 @@ def print_table(rows: list[Row], title: str) -> None:
 
 
 def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bool]:
-    """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem-gib declare; and whether declared."""
+    """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem declare; and whether declared."""
     from .environment import detect_gpus
 
     mem = None
@@ -76,14 +76,14 @@ def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bo
             mem = -1.0
         if not 0 < mem < float("inf"):
             raise UserError(
-                f"--gpu-mem-gib {mem_flag!r}: expected the memory of one GPU in GiB, above 0 (e.g. 80)"
+                f"--gpu-mem {mem_flag!r}: expected the memory of one GPU in GiB, above 0 (e.g. 80)"
             )
     visible = detect_gpus()
     if gpus_flag is None:
         if mem is None:
             return visible, False
         if not visible:
-            raise UserError("--gpu-mem-gib: no GPU is visible here; also pass --gpus N to plan for N GPUs")
+            raise UserError("--gpu-mem: no GPU is visible here; also pass --gpus N to plan for N GPUs")
         return [Gpu(gpu.name, mem, gpu.capability) for gpu in visible], True
     if not gpus_flag.isdigit() or int(gpus_flag) < 1:
         raise UserError(f"--gpus {gpus_flag!r}: expected a whole number of GPUs per node, 1 or more (e.g. 8)")
@@ -98,7 +98,7 @@ def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
     from ..config import load_run_config
 
     cfg = load_run_config(Path(args.config), args.overrides)
-    gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem_gib", None))
+    gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem", None))
     return Plan(cfg=cfg, gpus=gpus, env=dict(os.environ), declared=declared, fresh=fresh)
 
 
@@ -134,13 +134,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dataset, DeepSpeed JSON, output_dir (disk, resume) and departures from ARPO's published run "
         "(warnings only). Exit 0 when every check passes, 2 otherwise.",
         epilog="examples:\n  arpo-sft preflight yaml/sft_config.yaml\n"
-        "  arpo-sft preflight yaml/qwen2.5-14b.yaml --gpus 8 --gpu-mem-gib 80   plan for another machine",
+        "  arpo-sft preflight yaml/qwen2.5-14b.yaml --gpus 8 --gpu-mem 80   plan for another machine",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override a YAML key")
     parser.add_argument("--gpus", help="plan for this many GPUs per node instead of the ones visible here")
-    parser.add_argument("--gpu-mem-gib", help="plan for GPUs with this much memory each (GiB)")
+    parser.add_argument("--gpu-mem", help="plan for GPUs with this much memory each (GiB)")
     parser.add_argument("--fresh", action="store_true", help="judge a `train --fresh` launch (no resume)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.set_defaults(func=run)
