@@ -87,3 +87,17 @@ def test_training_env_keeps_user_settings_and_adds_gpu_allocator_hints():
     assert env["TORCH_NCCL_AVOID_RECORD_STREAMS"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert "TORCH_NCCL_AVOID_RECORD_STREAMS" not in training_env({}, on_cpu=True)
+
+
+def test_every_started_process_finds_this_environments_tools_first():
+    import os
+    import sys
+    from pathlib import Path
+
+    from arpo_train_sft.train.launch import own_bin_first, training_env
+
+    own = str(Path(sys.executable).parent)
+    env = training_env({"PATH": "/usr/bin:/bin"}, on_cpu=True)
+    assert env["PATH"].split(os.pathsep) == [own, "/usr/bin", "/bin"]
+    assert own_bin_first(env)["PATH"] == env["PATH"]  # not added twice
+    assert own_bin_first({})["PATH"] == own

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ..launch import free_port
+from ..launch import free_port, own_bin_first
 from .child import RESULT_MARK
 from .rows import FAIL, OK, SKIP, Plan, Row
 
@@ -115,7 +115,12 @@ def llamafactory_rows(plan: Plan) -> list[Row]:
     """Run train/preflight/child.py as one torchrun rank would; turn its verdicts into rows."""
     values, adjusted = child_values(plan)
     request = {"values": values, "deepspeed": values.get("deepspeed")}
-    env = {**plan.env, **_ONE_RANK, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env = {
+        **own_bin_first(plan.env),
+        **_ONE_RANK,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "arpo_train_sft.train.preflight.child"],

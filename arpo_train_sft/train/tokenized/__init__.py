@@ -28,7 +28,7 @@ from typing import Any
 from ...atomic import atomic_writer
 from ...errors import UserError
 from ..config import RunConfig
-from ..launch import say
+from ..launch import own_bin_first, say
 from .key import build_args, cache_key, change_reason, file_digest, key_inputs
 
 FORMAT = "arpo-sft tokenized dataset 1"
@@ -154,7 +154,9 @@ def _run_build(path: Path, args: dict[str, Any]) -> dict[str, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = path.parent / "build-spec.json"
     spec.write_text(json.dumps({"args": args, "path": str(path)}, default=str), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env = {
+        k: v for k, v in own_bin_first(os.environ).items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+    }
     env["CUDA_VISIBLE_DEVICES"] = ""  # tokenizing needs no GPU; a CUDA context would pin memory on GPU 0
     cmd = [sys.executable, "-m", "arpo_train_sft.lf.tokenize", str(spec)]
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
