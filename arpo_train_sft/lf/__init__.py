@@ -23,7 +23,12 @@ loudly, naming the item, when an upgrade changes one of them):
 - `hparams.parser.get_train_args(dict)`: every dataclass post-init and cross-check, run by preflight in a
   throwaway one-rank process (it sets up devices).
 
-Public API used: `train.tuner.run_exp`, `hparams.DataArguments`, `data.template.get_template_and_fix_tokenizer`.
+- `hparams.model_args.ProcessorArguments` (a dataclass): its fields are keys that change what
+  preprocessing makes of the data, so `tokenize` puts them in the tokenized cache's key.
+
+Public API used: `train.tuner.run_exp`, `hparams.DataArguments`, `hparams.get_train_args`,
+`data.template.get_template_and_fix_tokenizer`, `data.get_dataset`, `model.load_tokenizer` (the last two
+build the tokenized cache in `tokenize`, exactly as LLaMA-Factory's SFT workflow calls them).
 """
 
 from __future__ import annotations
