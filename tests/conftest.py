@@ -30,7 +30,9 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for part in CHECKOUT_PARTS:
         src = REPO / part
         if src.is_dir():
-            shutil.copytree(src, root / part)
+            shutil.copytree(
+                src, root / part, ignore=shutil.ignore_patterns(".tokenized")
+            )  # no cache of a demo run
         else:
             shutil.copy2(src, root / part)
     return root
