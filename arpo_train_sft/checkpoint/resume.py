@@ -65,6 +65,7 @@ class Decision:
 
     action: str  # "resume", "fresh", "configured" (the config decides), or "refuse"
     summary: str  # one line for people: what will happen, or why it cannot
+    fix: str = ""  # what to do about it, when something needs doing
     resume_from: Path | None = None
     incomplete: tuple[tuple[Path, list[str]], ...] = ()
     move_aside: Path | None = None  # --fresh: the earlier run to set aside
@@ -83,16 +84,20 @@ def decide(cfg: RunConfig, fresh: bool) -> Decision:
         )
     if cfg.values.get("overwrite_output_dir"):
         return Decision(
-            "configured", "overwrite_output_dir is true, so a relaunch will not resume; set it to false"
+            "configured",
+            "overwrite_output_dir is true, so a relaunch will not resume",
+            "set overwrite_output_dir: false",
         )
     plan = plan_resume(out)
     incomplete = tuple(plan.incomplete)
     if plan.resume_from is not None:
-        return Decision("resume", f"resuming from {plan.resume_from}", plan.resume_from, incomplete)
+        return Decision(
+            "resume", f"resuming from {plan.resume_from}", resume_from=plan.resume_from, incomplete=incomplete
+        )
     if earlier := previous_run(out):
         return Decision(
             "refuse",
-            f"{out}: holds an earlier run ({earlier}) but no complete checkpoint to resume from; "
+            f"{out}: holds an earlier run ({earlier}) but no complete checkpoint to resume from",
             "relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
             "or set output_dir to a new directory",
             incomplete=incomplete,
@@ -109,7 +114,7 @@ def resume_overrides(cfg: RunConfig, fresh: bool, first_node: bool) -> tuple[str
             note += f"; moved it to {set_aside(path, 'incomplete')}"
         say(note)
     if decision.action == "refuse":
-        raise UserError(decision.summary)
+        raise UserError(f"{decision.summary}; {decision.fix}")
     if decision.move_aside is not None:
         if first_node:
             moved = set_aside(decision.move_aside, "previous")
@@ -117,7 +122,7 @@ def resume_overrides(cfg: RunConfig, fresh: bool, first_node: bool) -> tuple[str
         return ()
     if decision.action == "configured":
         if cfg.values.get("overwrite_output_dir") and "resume_from_checkpoint" not in cfg.values:
-            say(f"warning: {decision.summary}")
+            say(f"warning: {decision.summary}; {decision.fix}")
         return ()
     if decision.resume_from is None:
         return ()

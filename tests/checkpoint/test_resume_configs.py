@@ -22,9 +22,11 @@ CONFIGS = sorted(p.name for p in (REPO / "examples" / "deepspeed").glob("*.json"
 SHORT = ("save_steps=1", "logging_steps=1", "cutoff_len=256")
 
 
-def train(checkout: Path, output_dir: Path, config: str, max_steps: int) -> subprocess.CompletedProcess:
+def train(
+    checkout: Path, output_dir: Path, config: str, max_steps: int, *flags: str
+) -> subprocess.CompletedProcess:
     command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{config}",
-               f"max_steps={max_steps}", *SHORT, f"output_dir={output_dir}"]  # fmt: skip
+               f"max_steps={max_steps}", *SHORT, f"output_dir={output_dir}", *flags]  # fmt: skip
     return subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
 
 
@@ -78,12 +80,22 @@ def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, 
             shutil.copy2(file, output_dir / file.name)
     before = sorted(p.name for p in output_dir.iterdir())
 
+    found = (
+        f"{output_dir}: holds an earlier run (model.safetensors) but no complete checkpoint to resume from"
+    )
+    fix = ("relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
+           "or set output_dir to a new directory")  # fmt: skip
+    # Preflight says it first, in its table's form (config: what was found: the fix) ...
     result = train(checkout, output_dir, CONFIGS[0], max_steps=3)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"arpo-sft: error: {output_dir}: holds an earlier run (model.safetensors) but no complete checkpoint to "
-        "resume from; relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
-        "or set output_dir to a new directory"
+        f"arpo-sft: error: {checkout / 'yaml' / 'demo_cpu.yaml'}: {found}: {fix}",
+        "arpo-sft: error: preflight failed, so torchrun was not started: fix the above, "
+        "or pass --skip-preflight to launch anyway",
     ]
+    # ... and the launcher, which makes the same decision, still stops when preflight is skipped.
+    result = train(checkout, output_dir, CONFIGS[0], 3, "--skip-preflight")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"arpo-sft: error: {found}; {fix}"]
     assert "torch.distributed.run" not in result.stdout
     assert sorted(p.name for p in output_dir.iterdir()) == before  # no training.log: torchrun never ran

@@ -1,8 +1,9 @@
 """The demo trained through torchrun with `template: qwen_mask_results` and two spawned tokenizer workers.
 
 Every process of the run starts with `multiprocess` set to spawn (a `sitecustomize` on PYTHONPATH), so the
-workers that tokenize for rank 0 start fresh: only unpickling the template can give them the plugin. The
-test then reads the dataset LLaMA-Factory saved and trained on.
+workers that tokenize (in the launcher's one tokenizing child, before torchrun) start fresh: only
+unpickling the template can give them the plugin. The test then reads the dataset LLaMA-Factory saved and
+the ranks trained on.
 """
 
 from __future__ import annotations
@@ -65,15 +66,21 @@ def spawned_run(checkout: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_training_ran_with_spawned_tokenizer_workers(spawned_run):
-    result, _, output_dir, processes = spawned_run
+    result, tokenized, output_dir, processes = spawned_run
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "Running tokenizer on dataset (num_proc=2)" in result.stdout + result.stderr
+    assert f"tokenized dataset: built {tokenized} (" in result.stdout
     assert (output_dir / "trainer_log.jsonl").is_file()
-    # torchrun's own argv names the entry module; its children are the ranks.
+    # The launcher tokenizes once, before torchrun, in one child (`python -m arpo_train_sft.lf.tokenize
+    # SPEC`, whose argv at startup is ['-m', SPEC]); its pool is where the spawned workers run.
+    builders = {p["pid"] for p in processes if p["argv"][-1:] and p["argv"][-1].endswith("build-spec.json")}
+    workers = [p for p in processes if "--multiprocessing-fork" in p["argv"] and p["ppid"] in builders]
+    assert len(builders) == 1 and len(workers) >= 2, processes  # preprocessing_num_workers=2
+    # torchrun's own argv names the entry module; its children are the ranks, which only load the result.
     launchers = {p["pid"] for p in processes if "arpo_train_sft.entry" in p["argv"]}
     ranks = {p["pid"] for p in processes if p["ppid"] in launchers}
-    workers = [p for p in processes if "--multiprocessing-fork" in p["argv"] and p["ppid"] in ranks]
-    assert len(launchers) == 1 and len(ranks) == 2 and len(workers) >= 2, processes
+    assert len(launchers) == 1 and len(ranks) == 2, processes
+    pools = [p for p in processes if "--multiprocessing-fork" in p["argv"] and p["ppid"] in ranks]
+    assert not pools, "a rank started tokenizer workers: it tokenized again"
     # Spawned workers start without the plugin: the template's class is all that can bring it in.
     assert not any(w["masking_loaded"] for w in workers)
 

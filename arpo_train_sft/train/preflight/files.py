@@ -226,8 +226,7 @@ def resume_row(plan: Plan) -> Row:
         f"; {len(decision.incomplete)} incomplete checkpoint(s) set aside" if decision.incomplete else ""
     )
     if decision.action == "refuse":
-        return Row("resume", FAIL, decision.summary.split("; relaunch")[0],
-                   "relaunch with --fresh (moves it aside, deletes nothing) or choose another output_dir", plan.where)  # fmt: skip
-    if decision.action == "configured" and plan.cfg.values.get("overwrite_output_dir"):
-        return Row("resume", WARN, decision.summary, "set overwrite_output_dir: false", plan.where)
+        return Row("resume", FAIL, decision.summary, decision.fix, plan.where)
+    if decision.fix:
+        return Row("resume", WARN, decision.summary, decision.fix, plan.where)
     return Row("resume", WARN if skipped else OK, decision.summary + skipped)
