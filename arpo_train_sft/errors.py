@@ -14,6 +14,8 @@ EXIT_ENVIRONMENT = 3
 EXIT_INTERNAL = 70
 # Stopped by Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+# `arpo-sft train` stopped by SIGTERM after saving a checkpoint (128 + SIGTERM): relaunch to resume.
+EXIT_PREEMPTED = 143
 
 EXIT_TABLE = f"""exit status (every command):
   {EXIT_OK}    ok
@@ -22,6 +24,7 @@ EXIT_TABLE = f"""exit status (every command):
   {EXIT_ENVIRONMENT}    this host cannot do it (no sandbox isolation, the disk filled up)
   {EXIT_INTERNAL}   internal error (a bug): one line on stderr, the full traceback in a file it names
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+  {EXIT_PREEMPTED}  train: stopped by SIGTERM after saving checkpoint-<step>; the same command resumes it
   other  `arpo-sft train` passes on torchrun's status when training itself fails"""
 
 

@@ -162,7 +162,14 @@ def ensure_demo_model(path: Path) -> bool:
     """Build the tiny model at path unless path/config.json exists; return True if it was built."""
     if (Path(path) / "config.json").is_file():
         return False
-    build_tiny_model(Path(path))
+    try:
+        build_tiny_model(Path(path))
+    except (OSError, UserError):
+        if (Path(path) / "config.json").is_file():
+            return (
+                False  # another launcher (a node on the same storage) finished first: the same seeded model
+            )
+        raise
     return True
 
 

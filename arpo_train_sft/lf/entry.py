@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 from llamafactory.train.tuner import run_exp
 
+from ..checkpoint.agree import agree_on_resume
 from . import masking  # noqa: F401  (registers qwen_mask_results in this process)
+from .preempt import SaveOnSigterm
 
 
 def run() -> None:
-    """Train with the arguments on sys.argv, exactly as `llamafactory-cli train` reads them."""
+    """Train with the arguments on sys.argv, exactly as `llamafactory-cli train` reads them, plus two
+    things the launcher promises: one resume decision for the job, and a checkpoint on SIGTERM."""
     # DeepSpeed calls collectives that torch 2.14 deprecates: two warnings per collective per step
     # (about 4,000 lines in the 50-step demo) that bury the training log and ask nothing of users.
     warnings.filterwarnings(
         "ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning
     )
-    run_exp()
+    sys.argv = agree_on_resume(sys.argv)
+    run_exp(callbacks=[SaveOnSigterm()])

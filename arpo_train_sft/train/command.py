@@ -6,19 +6,24 @@ import argparse
 import os
 import shlex
 import sys
+import time
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run preflight, decide the resume, then launch torchrun with the output teed to training.log."""
+    """Run preflight, agree on the job's resume, then launch torchrun with its output teed to this node's log."""
     from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
     from ..checkpoint.resume import resume_overrides
+    from ..checkpoint.stopped import read_note
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
-    from ..errors import EnvironmentProblem, UserError
+    from ..errors import EXIT_PREEMPTED, EnvironmentProblem, UserError
     from ..secrets import move_to_env
-    from .launch import failure_lines, run_teed, say, topology_from_env, torchrun_command, training_env
+    from .handshake import agree, node_info
+    from .launch import failure_lines, run_teed, say, torchrun_command, training_env
     from .preflight import SKIP_FLAG, make_plan, report, run_preflight
     from .preflight.files import is_demo_model
     from .tokenized import tokenized_overrides
+    from .topology import topology_from_env
+    from .watch import Watch, watch_job
 
     plan = make_plan(args, fresh=args.fresh)
     cfg, gpus = plan.cfg, len(plan.gpus)
@@ -31,20 +36,49 @@ def run(args: argparse.Namespace) -> int:
             hint = f"preflight failed, so torchrun was not started: fix the above, or pass {SKIP_FLAG} to launch anyway"
             raise UserError([*err.problems, hint]) from None
     topo = topology_from_env(os.environ, gpus)
+    if topo.elastic and args.fresh:
+        raise UserError("--fresh with RDZV_ENDPOINT: under c10d no launcher knows it is first, so none can move "
+                        "output_dir aside before the others read it; move it yourself (mv OUTPUT_DIR "
+                        "OUTPUT_DIR.old) or set a new output_dir, then launch without --fresh")  # fmt: skip
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
-    overrides = cfg.overrides + tokenized_overrides(cfg)
-    overrides += resume_overrides(cfg, fresh=args.fresh, first_node=topo.node_rank == 0)
+    if topo.nnodes > 1 and not topo.elastic:
+        say(f"node {topo.node_rank} of {topo.nnodes}: meeting the other nodes at {topo.master_addr}:"
+            f"{topo.master_port} (RDZV_TIMEOUT={topo.rdzv_timeout} s)")  # fmt: skip
+    resume = agree(topo, node_info(topo, cfg.values, args.fresh),
+                   lambda: resume_overrides(cfg, fresh=args.fresh, first_node=topo.first_node))  # fmt: skip
+    if topo.nnodes > 1 and not topo.elastic and not topo.first_node:
+        chosen = resume[0].split("=", 1)[1] if resume else "none, start at step 0"
+        say(f"node 0 decided the resume for the job: {chosen}")
+    overrides = cfg.overrides + tokenized_overrides(cfg) + resume
     overrides, secret_env = move_to_env(
         cfg.values, overrides
     )  # no token on the ranks' argv or in their files
 
     cmd = torchrun_command(cfg.path, overrides, topo, sys.executable)
-    log_path = cfg.output_dir / "training.log"
+    log_path = cfg.output_dir / topo.log_name
     say(shlex.join(cmd))
     say(f"log: {log_path}")
-    tail = bytearray()
-    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path, tail)
+    watches: list[Watch] = []
+
+    def started(pid: int) -> Watch | None:
+        if topo.nnodes > 1:  # a single node has nobody to lose
+            node = f"node {topo.node_rank}" if not topo.elastic else "a node"
+            watches.append(watch_job(*topo.store_address, node, topo.heartbeat_timeout, pid))
+        return watches[-1] if watches else None
+
+    tail, since = bytearray(), time.time()
+    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path, tail, started)
+    lost = [watch.lost for watch in watches if watch.lost]
+    if lost:
+        raise EnvironmentProblem([f"{lost[0]}; this node stopped its ranks too (ARPO_SFT_HEARTBEAT_TIMEOUT="
+                                  f"{topo.heartbeat_timeout} s)", "relaunch every node: the job resumes from the "
+                                  f"newest complete checkpoint in {cfg.output_dir}"])  # fmt: skip
+    note = read_note(cfg.output_dir, since)
+    if note is not None:
+        say(f"stopped by {note['signal']} at step {note['step']} of {note['max_steps']} after saving "
+            f"{note['checkpoint']}; the same command resumes from it")  # fmt: skip
+        return EXIT_PREEMPTED
     problems = failure_lines(bytes(tail), cfg.output_dir) if code else []
     if problems and problems[0].startswith("output_dir"):
         raise EnvironmentProblem(problems)

@@ -4,101 +4,49 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import os
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from ..errors import UserError
 from ..secrets import redact
+from .topology import Topology
 
 ENTRY_MODULE = "arpo_train_sft.entry"
-# The CPU demo is sized for two ranks: enough to exercise ZeRO-3 sharding on a 2-core machine.
-CPU_RANKS = 2
-# torchrun's own default: every node of a multi-node job must agree on it, so no random port there.
-DEFAULT_MULTINODE_PORT = 29500
 # How much of the ranks' output the launcher keeps to explain a failure (torchrun's summary is at the end).
 TAIL_BYTES = 1 << 20
 
 
-@dataclass(frozen=True)
-class Topology:
-    """Where this node sits in the job: torchrun's rendezvous settings."""
-
-    nproc_per_node: int
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = DEFAULT_MULTINODE_PORT
-
-
 def say(message: str) -> None:
     """One launcher line on stdout, before the ranks' own output."""
-    print(f"[arpo-sft] {redact(message)}", flush=True)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "")
-    if not value:
-        return default
-    if not value.isdigit():
-        raise UserError(f"environment variable {name}={value!r}: expected a whole number")
-    return int(value)
-
-
-def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
-    """Read NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT; fill in what is unset."""
-    nproc = _int_env(env, "NPROC_PER_NODE", gpus or CPU_RANKS)
-    nnodes = _int_env(env, "NNODES", 1)
-    node_rank = _int_env(env, "NODE_RANK", 0)
-    problems = []
-    if nproc < 1:
-        problems.append("NPROC_PER_NODE must be at least 1")
-    if node_rank >= nnodes:
-        problems.append(f"NODE_RANK={node_rank} must be below NNODES={nnodes}")
-    if nnodes > 1 and not env.get("MASTER_ADDR"):
-        problems.append(f"NNODES={nnodes}: set MASTER_ADDR to the address of node 0 on every node")
-    port = _int_env(env, "MASTER_PORT", 0)
-    if env.get("MASTER_PORT") and not 1 <= port <= 65535:
-        problems.append(f"environment variable MASTER_PORT={port}: expected a TCP port between 1 and 65535")
-    if problems:
-        raise UserError(problems)
-    single_node_port = free_port() if nnodes == 1 else DEFAULT_MULTINODE_PORT
-    return Topology(
-        nproc_per_node=nproc,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        master_addr=env.get("MASTER_ADDR") or "127.0.0.1",
-        master_port=port or single_node_port,
-    )
+    with contextlib.suppress(OSError):  # a terminal that went away must not stop the launcher
+        print(f"[arpo-sft] {redact(message)}", flush=True)
 
 
 def torchrun_command(config: Path, overrides: tuple[str, ...], topo: Topology, python: str) -> list[str]:
     """The exact argv that starts every rank on our entry module (which registers, then trains)."""
     return [
         python, "-m", "torch.distributed.run",
-        "--nnodes", str(topo.nnodes),
-        "--node_rank", str(topo.node_rank),
-        "--nproc_per_node", str(topo.nproc_per_node),
-        "--master_addr", topo.master_addr,
-        "--master_port", str(topo.master_port),
+        *topo.torchrun_args(),
+        *_signal_args(topo.stop_timeout),
         "-m", ENTRY_MODULE,
         str(config), *overrides,
     ]  # fmt: skip
+
+
+def _signal_args(stop_timeout: int) -> list[str]:
+    """Time for the ranks to save on SIGTERM before torchrun kills them (torchrun's default is 30 s), where
+    this torch's torchrun has the flag (older ones keep their 30 s)."""
+    spec = importlib.util.find_spec("torch.distributed.run")
+    source = Path(spec.origin).read_text(encoding="utf-8") if spec and spec.origin else ""
+    return ["--shutdown_timeout", str(stop_timeout)] if "--shutdown-timeout" in source else []
 
 
 def own_bin_first(env: Mapping[str, str]) -> dict[str, str]:
@@ -127,11 +75,21 @@ def training_env(env: Mapping[str, str], on_cpu: bool) -> dict[str, str]:
     return out
 
 
-def run_teed(cmd: list[str], env: dict[str, str], log_path: Path, tail: bytearray | None = None) -> int:
+def run_teed(
+    cmd: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    tail: bytearray | None = None,
+    started: Callable[[int], Any] | None = None,
+) -> int:
     """Run `cmd`, copying its output to the terminal and appending it to `log_path`; return its exit code.
 
-    `tail`, when given, receives the output's last TAIL_BYTES (what `failure_lines` reads). A log that cannot
-    be written (its disk is full) stops being written; the terminal keeps getting everything.
+    `tail`, when given, receives the output's last TAIL_BYTES (what `failure_lines` reads); `started`, when
+    given, is called with the child's pid once it runs and returns something with `.stop()`, called when it
+    ends (the heartbeat). A log that cannot be written (its disk is full) stops being written; the terminal
+    keeps getting everything. A terminal that goes away (a closed SSH session) stops being written; the log
+    keeps getting everything and nothing stops: the child runs in its own session, out of the terminal's
+    reach, and this launcher ignores SIGHUP. Ctrl-C and SIGTERM are passed on to it.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail = bytearray() if tail is None else tail
@@ -139,37 +97,66 @@ def run_teed(cmd: list[str], env: dict[str, str], log_path: Path, tail: bytearra
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         log.write(f"\n===== {stamp} {redact(shlex.join(cmd))}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        # torchrun turns SIGTERM into a clean stop of every rank; pass ours on (SLURM, `kill`).
+        hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        # torchrun turns SIGTERM into a clean stop of every rank (they save first); pass ours on (`kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
-        logging = True
+        watcher = started(proc.pid) if started else None
+        sink = _Sink(log, log_path, tail)
+        interrupts = 0
         try:
-            assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                tail += chunk
-                del tail[:-TAIL_BYTES]
-                if logging:
-                    try:
-                        log.write(chunk)
-                        log.flush()
-                    except OSError as err:
-                        logging = False
-                        tail += f"\n{log_path}: {err.strerror}\n".encode()
-            return proc.wait()
-        except KeyboardInterrupt:
-            # Ctrl-C already reached torchrun (same process group); wait for it to stop the ranks.
-            return proc.wait()
+            while True:
+                try:
+                    sink.drain(proc)
+                    return proc.wait()
+                except KeyboardInterrupt:
+                    # The terminal's Ctrl-C reaches only this process now: pass it on, as the terminal would
+                    # have (torchrun stops the ranks); a second one kills them.
+                    interrupts += 1
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGINT if interrupts == 1 else signal.SIGKILL)
         finally:
+            if watcher is not None:
+                watcher.stop()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGHUP, hangup)
             with contextlib.suppress(OSError):  # closing flushes; a full disk must not hide the run's result
                 log.close()
+
+
+class _Sink:
+    """Where the child's output goes: the terminal while it is there, the log while it has room, the tail."""
+
+    def __init__(self, log: Any, log_path: Path, tail: bytearray) -> None:
+        self.log, self.log_path, self.tail = log, log_path, tail
+        self.logging = self.echo = True
+
+    def drain(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            if self.echo:
+                try:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                except OSError:
+                    self.echo = False  # the terminal is gone; training goes on, into the log
+            self.tail += chunk
+            del self.tail[:-TAIL_BYTES]
+            if self.logging:
+                try:
+                    self.log.write(chunk)
+                    self.log.flush()
+                except OSError as err:
+                    self.logging = False
+                    self.tail += f"\n{self.log_path}: {err.strerror}\n".encode()
 
 
 # torchrun's failure summary names each failed rank: "rank      : 1 (local_rank: 1)" then "exitcode  : -9".
 _FAILED_RANK = re.compile(rb"rank\s*:\s*(\d+) \(local_rank: \d+\)\s+exitcode\s*:\s*(-?\d+)")
 _DISK_FULL = (b"No space left on device", b"Disk quota exceeded")
+# What a rank says when a rank on another node died under it (gloo; NCCL's socket transport).
+_PEER_GONE = (b"Connection closed by peer", b"remote process exited or there was a network error")
 
 
 def failure_lines(text: bytes, output_dir: Path) -> list[str]:
@@ -178,6 +165,9 @@ def failure_lines(text: bytes, output_dir: Path) -> list[str]:
 
     failed = dict.fromkeys((int(rank), int(code)) for rank, code in _FAILED_RANK.findall(text))
     lines = [f"rank {rank} failed (exit code {code})" for rank, code in failed]
+    if any(marker in text for marker in _PEER_GONE):
+        lines.append("a rank on another node went away first (its connection closed): that node's own log "
+                     "(training.node<K>.log in output_dir) says why")  # fmt: skip
     if any(marker in text for marker in _DISK_FULL):
         free = shutil.disk_usage(output_dir).free / 2**20
         complete = [path for path in list_checkpoints(output_dir) if not scan(path).problems]

@@ -100,7 +100,8 @@ def measured(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from arpo_train_sft.demo.model import QWEN25_VOCAB_SIZE, build_qwen_tokenizer
-    from arpo_train_sft.train.launch import ENTRY_MODULE, Topology, free_port, torchrun_command, training_env
+    from arpo_train_sft.train.launch import ENTRY_MODULE, torchrun_command, training_env
+    from arpo_train_sft.train.topology import Topology, free_port
 
     tmp = tmp_path_factory.mktemp("estimate")
     model_dir = tmp / "model"

@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 
 from arpo_train_sft.errors import UserError
-from arpo_train_sft.train.launch import (
+from arpo_train_sft.train.launch import torchrun_command, training_env
+from arpo_train_sft.train.topology import (
     CPU_RANKS,
     DEFAULT_MULTINODE_PORT,
     Topology,
     free_port,
     topology_from_env,
-    torchrun_command,
-    training_env,
 )
 
 
@@ -26,7 +25,8 @@ def test_torchrun_command_is_exact_and_keeps_overrides_whole():
     assert cmd == [
         "/venv/bin/python", "-m", "torch.distributed.run",
         "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "8",
-        "--master_addr", "10.1.2.3", "--master_port", "29999",
+        "--master_addr", "10.1.2.3", "--master_port", "29999", "--rdzv_conf", "timeout=600",
+        "--shutdown_timeout", "900",
         "-m", "arpo_train_sft.entry",
         "yaml/sft_config.yaml", "learning_rate=5e-6", "run_name=two words",
     ]  # fmt: skip
@@ -51,6 +51,7 @@ def test_environment_overrides_win():
         "MASTER_PORT": "1234",
     }
     assert topology_from_env(env, gpus=8) == Topology(3, 4, 2, "node0", 1234)
+    assert topology_from_env({**env, "RDZV_TIMEOUT": "30"}, gpus=8).rdzv_timeout == 30
 
 
 def test_multinode_uses_a_fixed_port_every_node_agrees_on():

@@ -11,10 +11,10 @@ import pytest
 
 from arpo_train_sft.cli import main
 from arpo_train_sft.errors import EXIT_USER_ERROR, UserError
-from arpo_train_sft.train.launch import free_port
 from arpo_train_sft.train.preflight import SKIP_FLAG, report
 from arpo_train_sft.train.preflight.repro import departures
 from arpo_train_sft.train.preflight.rows import FAIL, OK, WARN, Row
+from arpo_train_sft.train.topology import free_port
 
 from ..conftest import REPO, run_env
 

@@ -9,7 +9,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ..launch import free_port, own_bin_first
+from ..launch import own_bin_first
+from ..topology import free_port
 from .child import RESULT_MARK
 from .rows import FAIL, OK, SKIP, Plan, Row
 

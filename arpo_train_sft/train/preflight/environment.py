@@ -7,7 +7,7 @@ import socket
 from importlib.metadata import PackageNotFoundError, requires, version
 
 from ...errors import UserError
-from ..launch import CPU_RANKS, topology_from_env
+from ..topology import CPU_RANKS, topology_from_env
 from .rows import FAIL, OK, SKIP, WARN, Gpu, Plan, Row
 
 DISTRIBUTION = "arpo-train-sft"

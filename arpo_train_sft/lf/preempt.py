@@ -1,0 +1,59 @@
+"""SIGTERM on a rank (SLURM preemption, `scancel`, `--signal`, `kill` on the launcher): save, then stop.
+
+The handler only raises a flag. At the end of each optimizer step every rank contributes its flag to one
+all-reduce (MAX over a one-element tensor, microseconds next to a step), so all ranks see the same answer
+at the same step even when the signal reached them at different moments; then the Trainer saves
+checkpoint-<step> (every rank writes its shards), and after the save global rank 0 leaves
+`stopped.json` (checkpoint/stopped.py) and every rank exits 0 without writing a final model: the run
+is not finished, and a relaunch resumes from that checkpoint.
+
+Attached by `lf.entry` to `run_exp(callbacks=...)`; `llamafactory-cli train` runs without it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from transformers import TrainerCallback
+
+from ..checkpoint.stopped import write_note
+
+
+class SaveOnSigterm(TrainerCallback):
+    """Turn a SIGTERM into checkpoint-<step> and a clean exit, agreed by every rank."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.requested = True
+
+    def _agreed(self, device: torch.device) -> bool:
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.requested
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not self.stopping and self._agreed(args.device):
+            self.stopping = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if not self.stopping:
+            return control
+        if state.is_world_process_zero:
+            note = write_note(Path(args.output_dir), state.global_step, state.max_steps, "SIGTERM")
+            print(f"[arpo-sft] SIGTERM: saved {note['checkpoint']} at step {state.global_step} of "
+                  f"{state.max_steps}; relaunch the same command to resume from it", flush=True)  # fmt: skip
+        sys.stdout.flush()
+        sys.exit(0)
