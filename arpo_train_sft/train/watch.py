@@ -4,7 +4,7 @@ Ranks whose peer died wait inside a collective: gloo notices a closed connection
 until `ddp_timeout` (an hour in the presets). So every launcher of a multi-node job runs this module in
 a child process
 
-    python -m arpo_train_sft.train.watch HOST PORT NAME TIMEOUT TORCHRUN_PID
+    python -m arpo_train_sft.train.watch HOST PORT NAME TIMEOUT TORCHRUN_PID [INTERVAL]
 
 that adds 1 to its own counter on the store torchrun's rendezvous runs on (node 0's, at
 MASTER_ADDR:MASTER_PORT, or RDZV_ENDPOINT's) every HEARTBEAT_INTERVAL_S and reads everyone's. A counter
@@ -34,20 +34,32 @@ _PREFIX = "arpo-sft/watch/1"
 class Watch:
     """The heartbeat child of one launcher; `lost` says why it stopped the job (empty while all is well)."""
 
-    def __init__(self, host: str, port: int, name: str, timeout: float, torchrun_pid: int) -> None:
-        cmd = [sys.executable, "-m", __name__, host, str(port), name, str(timeout), str(torchrun_pid)]
+    def __init__(self, host: str, port: int, name: str, timeout: float, torchrun_pid: int,
+                 interval: float = HEARTBEAT_INTERVAL_S) -> None:  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            __name__,
+            host,
+            str(port),
+            name,
+            str(timeout),
+            str(torchrun_pid),
+            str(interval),
+        ]
         env = {**os.environ, "TORCH_CPP_LOG_LEVEL": "FATAL"}
         self._child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                        stderr=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
         self.lost = ""
 
     def stop(self) -> None:
-        """Once torchrun has ended here: stop beating, and keep what the child said, if anything."""
-        if self._child.poll() is None:
+        """Once torchrun has ended here: the child sees it within a second and exits; keep what it said."""
+        try:
+            out, _ = self._child.communicate(timeout=HEARTBEAT_INTERVAL_S)
+        except subprocess.TimeoutExpired:
             self._child.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            out, _ = self._child.communicate(timeout=HEARTBEAT_INTERVAL_S * 2)
-            self.lost = out.strip() if self._child.returncode == 1 else ""
+            out, _ = self._child.communicate()
+        self.lost = out.strip()
 
 
 def watch_job(host: str, port: int, node: str, timeout: float, torchrun_pid: int) -> Watch:
@@ -66,8 +78,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int) -> str:
-    """Beat until torchrun ends (""), or until a node goes silent (why)."""
+def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int,
+         interval: float = HEARTBEAT_INTERVAL_S) -> str:  # fmt: skip
+    """Beat every `interval` seconds until torchrun ends (""), or until a node goes silent (why)."""
     from torch.distributed import TCPStore
 
     from .handshake import wait_for_port
@@ -76,11 +89,11 @@ def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int) -> 
     seen: dict[int, tuple[int, float]] = {}  # slot -> (its counter, when it last moved)
     reached = next_beat = time.monotonic()
     while _alive(torchrun_pid):
-        time.sleep(1.0)
+        time.sleep(min(1.0, interval))
         now = time.monotonic()
         if now < next_beat:
             continue
-        next_beat = now + HEARTBEAT_INTERVAL_S
+        next_beat = now + interval
         try:
             if store is None:
                 # torchrun opens its store a few seconds after it starts; until then keep trying.
@@ -112,8 +125,9 @@ def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int) -> 
 
 def main() -> None:
     host, port, name, timeout, pid = sys.argv[1:6]
+    interval = float(sys.argv[6]) if len(sys.argv) > 6 else HEARTBEAT_INTERVAL_S
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    why = beat(host, int(port), name, float(timeout), int(pid))
+    why = beat(host, int(port), name, float(timeout), int(pid), interval)
     if why:
         print(why, flush=True)
         with contextlib.suppress(ProcessLookupError):
