@@ -62,3 +62,20 @@ def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
         timeout=900,
     )  # fmt: skip
     return result, output_dir
+
+
+# A run as short as a resume can be: a checkpoint at step 1 and at step 2 (tests/checkpoint/test_resume_configs.py
+# and tests/train/test_multinode.py relaunch it for one more step).
+SHORT_RUN = ("save_steps=1", "logging_steps=1", "cutoff_len=256")
+ZERO3 = "ds_z3_config.json"
+
+
+@pytest.fixture(scope="session")
+def zero3_reference(checkout: Path) -> Path:
+    """output_dir of a 2-step ZeRO-3 run, one node with 2 ranks; read-only (copy it to relaunch it)."""
+    output_dir = checkout / "checkpoints" / "reference-zero3"
+    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{ZERO3}",
+               "max_steps=2", *SHORT_RUN, f"output_dir={output_dir}"]  # fmt: skip
+    result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output_dir

@@ -26,8 +26,19 @@ TAIL_BYTES = 1 << 20
 
 def say(message: str) -> None:
     """One launcher line on stdout, before the ranks' own output."""
-    with contextlib.suppress(OSError):  # a terminal that went away must not stop the launcher
+    try:
         print(f"[arpo-sft] {redact(message)}", flush=True)
+    except OSError:
+        terminal_gone()
+
+
+def terminal_gone() -> None:
+    """stdout's terminal (or pipe) went away: send what follows to /dev/null, so nothing fails on it again
+    (Python would otherwise exit 120 when it cannot flush stdout at exit)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def torchrun_command(config: Path, overrides: tuple[str, ...], topo: Topology, python: str) -> list[str]:
@@ -141,6 +152,7 @@ class _Sink:
                     sys.stdout.buffer.flush()
                 except OSError:
                     self.echo = False  # the terminal is gone; training goes on, into the log
+                    terminal_gone()
             self.tail += chunk
             del self.tail[:-TAIL_BYTES]
             if self.logging:

@@ -12,21 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, run_env
+from ..conftest import REPO, SHORT_RUN, ZERO3, run_env
 from .test_resume import logged_runs
 
 pytestmark = pytest.mark.integration
 
 CONFIGS = sorted(p.name for p in (REPO / "examples" / "deepspeed").glob("*.json"))
-# As short as a resume can be: a checkpoint at step 1 and at step 2, then one more step after resuming.
-SHORT = ("save_steps=1", "logging_steps=1", "cutoff_len=256")
 
 
 def train(
     checkout: Path, output_dir: Path, config: str, max_steps: int, *flags: str
 ) -> subprocess.CompletedProcess:
     command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{config}",
-               f"max_steps={max_steps}", *SHORT, f"output_dir={output_dir}", *flags]  # fmt: skip
+               f"max_steps={max_steps}", *SHORT_RUN, f"output_dir={output_dir}", *flags]  # fmt: skip
     return subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
 
 
@@ -35,14 +33,19 @@ def ok(result: subprocess.CompletedProcess) -> bool:
 
 
 @pytest.fixture(scope="module")
-def finished_run(checkout: Path):
-    """finished_run(config) -> output_dir of a 2-step run (checkpoint-1/, checkpoint-2/, final model), run once."""
+def finished_run(checkout: Path, request: pytest.FixtureRequest):
+    """finished_run(config) -> output_dir of a 2-step run (checkpoint-1/, checkpoint-2/, final model), run once.
+
+    ZeRO-3's is a copy of the session's reference run (tests/train/test_multinode.py compares with it)."""
     runs: dict[str, Path] = {}
 
     def get(config: str) -> Path:
         if config not in runs:
             output_dir = checkout / "checkpoints" / f"resume-{Path(config).stem}"
-            assert ok(train(checkout, output_dir, config, max_steps=2)), config
+            if config == ZERO3:
+                shutil.copytree(request.getfixturevalue("zero3_reference"), output_dir)
+            else:
+                assert ok(train(checkout, output_dir, config, max_steps=2)), config
             runs[config] = output_dir
         return runs[config]
 

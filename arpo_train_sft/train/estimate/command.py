@@ -9,30 +9,22 @@ from pathlib import Path
 from ...errors import UserError
 
 
-def _parse_number(flag: str, text: str | None, kind: type) -> tuple[int | float | None, list[str]]:
-    """`text` as a positive int or float; else None and one line naming the flag and the value given."""
-    if text is None:
-        return None, []
-    what = "a whole number of GPUs, at least 1" if kind is int else "a positive number of GiB per GPU"
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not value > 0 or value == float("inf"):
-        return None, [f"{flag} {text}: expected {what}"]
-    return value, []
-
-
 def run(args: argparse.Namespace) -> int:
     """Estimate, then print the breakdown (or the JSON); exit 0 whether or not it fits."""
     from ..config import load_run_config
+    from ..hardware import gpu_count, gpu_memory
     from . import estimate
 
-    gpus, problems = _parse_number("--gpus", args.gpus, int)
-    gpu_mem, more = _parse_number("--gpu-mem", args.gpu_mem, float)
-    problems += more
+    problems, declared = [], {}
+    for name, read in (("gpus", gpu_count), ("gpu_mem", gpu_memory)):
+        text = getattr(args, name)
+        try:
+            declared[name] = None if text is None else read(text)
+        except UserError as err:
+            problems += err.problems
     if problems:
         raise UserError(problems)
+    gpus, gpu_mem = declared["gpus"], declared["gpu_mem"]
     est = estimate(load_run_config(Path(args.config), args.overrides), gpus, gpu_mem)
     print(json.dumps(est.to_json(), indent=2) if args.json else render(args.config, est))
     return 0

@@ -66,18 +66,10 @@ def print_table(rows: list[Row], title: str) -> None:
 
 def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bool]:
     """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem declare; and whether declared."""
+    from ..hardware import gpu_count, gpu_memory
     from .environment import detect_gpus
 
-    mem = None
-    if mem_flag is not None:
-        try:
-            mem = float(mem_flag)
-        except ValueError:
-            mem = -1.0
-        if not 0 < mem < float("inf"):
-            raise UserError(
-                f"--gpu-mem {mem_flag!r}: expected the memory of one GPU in GiB, above 0 (e.g. 80)"
-            )
+    mem = None if mem_flag is None else gpu_memory(mem_flag)
     visible = detect_gpus()
     if gpus_flag is None:
         if mem is None:
@@ -85,12 +77,9 @@ def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bo
         if not visible:
             raise UserError("--gpu-mem: no GPU is visible here; also pass --gpus N to plan for N GPUs")
         return [Gpu(gpu.name, mem, gpu.capability) for gpu in visible], True
-    if not gpus_flag.isdigit() or int(gpus_flag) < 1:
-        raise UserError(f"--gpus {gpus_flag!r}: expected a whole number of GPUs per node, 1 or more (e.g. 8)")
+    count = gpu_count(gpus_flag)
     template = visible[0] if visible else Gpu("declared GPU", 0.0)
-    return [
-        Gpu(template.name, mem or template.mem_gib, template.capability) for _ in range(int(gpus_flag))
-    ], True
+    return [Gpu(template.name, mem or template.mem_gib, template.capability) for _ in range(count)], True
 
 
 def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:

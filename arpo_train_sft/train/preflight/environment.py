@@ -135,9 +135,14 @@ def check_topology(plan: Plan) -> list[Row]:
     except UserError as err:
         rows = [Row("topology", FAIL, problem, "fix the environment variable") for problem in err.problems]
     else:
-        found = f"{topo.nnodes} node(s) x {topo.nproc_per_node} ranks, this is node {topo.node_rank}"
-        rows = [Row("topology", OK, f"{found}, master {topo.master_addr}:{topo.master_port}")]
-        if topo.node_rank == 0 and plan.env.get("MASTER_PORT") and _port_in_use(topo.master_port):
+        if topo.elastic:
+            found = (f"c10d rendezvous {topo.rdzv_id} at {topo.rdzv_endpoint}, {topo.min_nnodes or topo.nnodes}"
+                     f"-{topo.nnodes} node(s) x {topo.nproc_per_node} ranks")  # fmt: skip
+        else:
+            found = (f"{topo.nnodes} node(s) x {topo.nproc_per_node} ranks, this is node {topo.node_rank}, "
+                     f"master {topo.master_addr}:{topo.master_port}")  # fmt: skip
+        rows = [Row("topology", OK, found)]
+        if topo.first_node and plan.env.get("MASTER_PORT") and _port_in_use(topo.master_port):
             rows.append(Row("topology", FAIL, f"MASTER_PORT={topo.master_port} is already in use on this node",
                             "pick a free port (or unset MASTER_PORT on a single node)"))  # fmt: skip
     timeout = plan.cfg.values.get("ddp_timeout", 1800)
