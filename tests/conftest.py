@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +77,31 @@ def zero3_reference(checkout: Path) -> Path:
     """output_dir of a 2-step ZeRO-3 run, one node with 2 ranks; read-only (copy it to relaunch it)."""
     output_dir = checkout / "checkpoints" / "reference-zero3"
     command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{ZERO3}",
-               "max_steps=2", *SHORT_RUN, f"output_dir={output_dir}"]  # fmt: skip
+               "max_steps=2", *SHORT_RUN, f"output_dir={output_dir}", "--skip-preflight"]  # fmt: skip
     result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output_dir
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of pid, from /proc (the launcher starts torchrun in a session of its own)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL pid and everything under it at once: a machine that lost power, as far as this run goes."""
+    for each in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGKILL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import importlib.util
 import os
@@ -100,7 +101,8 @@ def run_teed(
     ends (the heartbeat). A log that cannot be written (its disk is full) stops being written; the terminal
     keeps getting everything. A terminal that goes away (a closed SSH session) stops being written; the log
     keeps getting everything and nothing stops: the child runs in its own session, out of the terminal's
-    reach, and this launcher ignores SIGHUP. Ctrl-C and SIGTERM are passed on to it.
+    reach, and this launcher ignores SIGHUP. Ctrl-C and SIGTERM are passed on to it, and it gets SIGTERM
+    if this launcher dies.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail = bytearray() if tail is None else tail
@@ -110,7 +112,8 @@ def run_teed(
         log.flush()
         hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_term_when_parent_dies)  # fmt: skip
         # torchrun turns SIGTERM into a clean stop of every rank (they save first); pass ours on (`kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
         watcher = started(proc.pid) if started else None
@@ -134,6 +137,16 @@ def run_teed(
             signal.signal(signal.SIGHUP, hangup)
             with contextlib.suppress(OSError):  # closing flushes; a full disk must not hide the run's result
                 log.close()
+
+
+def _term_when_parent_dies() -> None:
+    """In the child, before exec (Linux): SIGTERM when this launcher dies, even by SIGKILL. Out of the
+    terminal's session, torchrun would otherwise train on unseen; this way its ranks save and stop."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 class _Sink:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from ..conftest import DEMO_STEPS, RUN_NAME, run_env
+from ..conftest import DEMO_STEPS, RUN_NAME, kill_tree, run_env
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +33,7 @@ def command(output_dir: Path) -> list[str]:
     return [
         "bash", "sft_train.sh", "yaml/demo_cpu.yaml",
         f"max_steps={DEMO_STEPS}", "save_steps=15", "logging_steps=1", f"run_name={RUN_NAME}",
-        f"output_dir={output_dir}",
+        f"output_dir={output_dir}", "--skip-preflight",
     ]  # fmt: skip
 
 
@@ -64,7 +62,7 @@ def resumed(checkout: Path, demo_run) -> tuple[subprocess.CompletedProcess, Path
         wait_for(lambda: (output_dir / "checkpoint-15" / "trainer_state.json").exists(), proc, 600)
         wait_for(lambda: last_step(output_dir) >= 18, proc, 300)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks, mid-step
+        kill_tree(proc.pid)  # the launcher, torchrun and both ranks, mid-step
         proc.wait()
     # A crash while writing checkpoint-20: shards of one rank and trainer_state.json never landed.
     torn = output_dir / "checkpoint-20"

@@ -15,7 +15,7 @@ import pytest
 from arpo_train_sft.checkpoint.scan import scan
 from arpo_train_sft.errors import EXIT_ENVIRONMENT
 
-from ..conftest import DEMO_DATA, run_env
+from ..conftest import DEMO_DATA, descendants, run_env
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "arpo_train_sft.cli"]
@@ -23,26 +23,9 @@ CLI = [sys.executable, "-m", "arpo_train_sft.cli"]
 KILL_BOUND_S = 120
 
 
-def children(pid: int) -> list[int]:
-    """Every descendant of pid, from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
 def rank_pids(launcher: int) -> list[int]:
     found = []
-    for pid in children(launcher):
+    for pid in descendants(launcher):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -68,7 +51,7 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
 
 def train(output_dir: Path, *extra: str) -> list[str]:
     return [*CLI, "train", "yaml/demo_cpu.yaml", "max_steps=6", "save_steps=2", "logging_steps=1",
-            f"output_dir={output_dir}", *extra]  # fmt: skip
+            f"output_dir={output_dir}", "--skip-preflight", *extra]  # fmt: skip
 
 
 def test_a_rank_killed_mid_step_ends_the_job_and_the_relaunch_resumes(checkout: Path, tmp_path: Path):
@@ -85,7 +68,7 @@ def test_a_rank_killed_mid_step_ends_the_job_and_the_relaunch_resumes(checkout: 
             code = proc.wait(timeout=KILL_BOUND_S)
         finally:
             if proc.poll() is None:
-                for pid in [proc.pid, *children(proc.pid)]:
+                for pid in [proc.pid, *descendants(proc.pid)]:
                     os.kill(pid, signal.SIGKILL)
     assert time.monotonic() - killed_at < KILL_BOUND_S
     said = log.read_text(errors="replace")

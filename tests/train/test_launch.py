@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from arpo_train_sft.train.launch import torchrun_command, training_env
 from arpo_train_sft.train.topology import Topology
+
+from ..conftest import REPO
 
 
 def test_torchrun_command_is_exact_and_keeps_overrides_whole():
@@ -43,3 +50,48 @@ def test_every_started_process_finds_this_environments_tools_first():
     assert env["PATH"].split(os.pathsep) == [own, "/usr/bin", "/bin"]
     assert own_bin_first(env)["PATH"] == env["PATH"]  # not added twice
     assert own_bin_first({})["PATH"] == own
+
+
+LAUNCHER = """
+import sys
+from pathlib import Path
+from arpo_train_sft.train.launch import run_teed
+sys.exit(run_teed([sys.executable, "-c", sys.argv[1]], {}, Path(sys.argv[2])))
+"""
+# Stands in for torchrun: prints a numbered line every 0.1 s, and writes a file when SIGTERM reaches it.
+CHILD = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, lambda *_: (Path(sys.argv[1]).write_text("SIGTERM"), sys.exit(0)))
+for i in range(int(sys.argv[2])):
+    print(f"line {i}", flush=True)
+    time.sleep(0.1)
+"""
+
+
+def start_launcher(tmp_path: Path, lines: int) -> subprocess.Popen:
+    child = f"import sys; sys.argv = ['child', {str(tmp_path / 'got')!r}, '{lines}']\n{CHILD}"
+    return subprocess.Popen([sys.executable, "-c", LAUNCHER, child, str(tmp_path / "run.log")],
+                            stdout=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+
+
+def test_a_terminal_that_goes_away_stops_nothing_and_the_log_gets_everything(tmp_path: Path):
+    launcher = start_launcher(tmp_path, lines=30)
+    assert launcher.stdout.readline().startswith(b"line 0")
+    launcher.stdout.close()  # the terminal is gone ...
+    os.killpg(launcher.pid, signal.SIGHUP)  # ... and hangs up its session
+    assert launcher.wait(timeout=60) == 0
+    log = (tmp_path / "run.log").read_text().splitlines()
+    assert log[-1] == "line 29" and len([line for line in log if line.startswith("line ")]) == 30
+
+
+def test_the_child_gets_sigterm_when_the_launcher_is_killed(tmp_path: Path):
+    launcher = start_launcher(tmp_path, lines=600)
+    assert launcher.stdout.readline().startswith(b"line 0")
+    launcher.kill()  # SIGKILL: no handler of ours runs
+    launcher.wait()
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "got").exists():
+        assert time.monotonic() < deadline, "the child never got SIGTERM"
+        time.sleep(0.1)
+    assert (tmp_path / "got").read_text() == "SIGTERM"

@@ -8,7 +8,6 @@ Then the bad input a multi-node launch can get, each named in seconds.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -24,8 +23,7 @@ from arpo_train_sft.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
 from arpo_train_sft.train.topology import free_port
 
 from ..checkpoint.test_resume import logged_runs
-from ..conftest import SHORT_RUN, ZERO3, run_env
-from .test_fault_drills import children
+from ..conftest import SHORT_RUN, ZERO3, kill_tree, run_env
 
 # A dead node must end the other this fast: gloo sees the closed connection, the heartbeat backs it up.
 KILL_BOUND_S = 120
@@ -33,10 +31,10 @@ HEARTBEAT_S = 30
 
 
 def launch(checkout: Path, output_dir: Path, node: int, port: int, max_steps: int, *args: str,
-           nnodes: int = 2, stdout=None, **env: str) -> subprocess.Popen:  # fmt: skip
-    """One node's `bash sft_train.sh`, in its own session as a node's shell would be; node 1 skips the
-    preflight node 0 already ran on the same files (it costs a CPU-bound child per launch)."""
-    skip = ("--skip-preflight",) if node else ()
+           nnodes: int = 2, stdout=None, preflight: bool = False, **env: str) -> subprocess.Popen:  # fmt: skip
+    """One node's `bash sft_train.sh`, in its own session as a node's shell would be. Only node 0's first
+    launch runs preflight: it costs a CPU-bound child per launch and is not what these runs test."""
+    skip = () if preflight else ("--skip-preflight",)
     command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{ZERO3}",
                f"max_steps={max_steps}", *SHORT_RUN, f"output_dir={output_dir}", *args, *skip]  # fmt: skip
     env = run_env(**{"NPROC_PER_NODE": "1", "NNODES": str(nnodes), "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1",
@@ -74,13 +72,6 @@ def finish(procs: list[subprocess.Popen], limit: float = 900) -> list[int]:
     return [p.wait(timeout=limit) for p in procs]
 
 
-def kill_node(proc: subprocess.Popen) -> None:
-    """Everything the node runs: its launcher and, in their own sessions, torchrun, the ranks, the watch."""
-    for pid in [proc.pid, *children(proc.pid)]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def job(checkout: Path, zero3_reference: Path) -> dict:
     output_dir = checkout / "checkpoints" / "two-nodes"
@@ -89,7 +80,7 @@ def job(checkout: Path, zero3_reference: Path) -> dict:
 
     # 1. To the end, as the reference did; node 0's terminal (a pipe here) closes and hangs up mid-way.
     port = free_port()
-    node0 = launch(checkout, output_dir, 0, port, 2, stdout=subprocess.PIPE)
+    node0 = launch(checkout, output_dir, 0, port, 2, stdout=subprocess.PIPE, preflight=True)
     node1 = launch(checkout, output_dir, 1, port, 2)
     lines = iter(node0.stdout)
     assert any(line.startswith("[arpo-sft] log: ") for line in lines)
@@ -110,7 +101,7 @@ def job(checkout: Path, zero3_reference: Path) -> dict:
     port = free_port()
     pair = [launch(checkout, output_dir, n, port, 40) for n in (0, 1)]
     wait_for_steps(output_dir, len(steps(output_dir)) + 2, pair)  # this launch has trained on
-    kill_node(pair[1])
+    kill_tree(pair[1].pid)  # node 1: its launcher, torchrun, rank and watch at once
     started = time.monotonic()
     code = pair[0].wait(timeout=KILL_BOUND_S + HEARTBEAT_S)
     record["killed"] = (code, time.monotonic() - started, output(pair[0]))
@@ -175,7 +166,7 @@ def test_the_next_relaunch_resumes_from_the_sigterm_checkpoint_and_a_dead_node_e
 
 
 def bad_launch(checkout: Path, tmp_path: Path, node: int, port: int, nnodes: int = 2, **env: str):
-    return launch(checkout, tmp_path / "out", node, port, 2, "--skip-preflight", nnodes=nnodes, **env)
+    return launch(checkout, tmp_path / "out", node, port, 2, nnodes=nnodes, **env)
 
 
 @pytest.mark.parametrize(
