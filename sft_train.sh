@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Launch ARPO SFT:  bash sft_train.sh [CONFIG] [key=value ...]     (CONFIG defaults to yaml/sft_config.yaml)
-# GPUs are counted for you; NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT override.
+# GPUs are counted for you; NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT override
+# (multi-node: the same command on every node; or RDZV_ENDPOINT + RDZV_ID for c10d; README "Multi-node").
 # Everything else (preflight checks, the torchrun command, training.log) is done by `arpo-sft train`;
 # append --skip-preflight to launch even when a check fails (`arpo-sft preflight CONFIG` shows them).
 set -euo pipefail

@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
                         "OUTPUT_DIR.old) or set a new output_dir, then launch without --fresh")  # fmt: skip
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
-    if topo.nnodes > 1 and not topo.elastic:
+    if topo.meets:
         say(f"node {topo.node_rank} of {topo.nnodes}: meeting the other nodes at {topo.master_addr}:"
             f"{topo.master_port} (RDZV_TIMEOUT={topo.rdzv_timeout} s)")  # fmt: skip
     resume = agree(topo, node_info(topo, cfg.values, args.fresh),
                    lambda: resume_overrides(cfg, fresh=args.fresh, first_node=topo.first_node))  # fmt: skip
-    if topo.nnodes > 1 and not topo.elastic and not topo.first_node:
+    if topo.meets and not topo.first_node:
         chosen = resume[0].split("=", 1)[1] if resume else "none, start at step 0"
         say(f"node 0 decided the resume for the job: {chosen}")
     overrides = cfg.overrides + tokenized_overrides(cfg) + resume
@@ -93,8 +93,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="check a config, then train with torchrun + DeepSpeed on every local GPU (or 2 CPU ranks)",
         description="Run `arpo-sft preflight` on CONFIG (seconds), then launch torchrun on the plugin's entry module. "
-        "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT. "
-        "Output is also appended to <output_dir>/training.log. A relaunch resumes from the newest complete "
+        "Distributed settings come from NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, or for c10d "
+        "rendezvous RDZV_ENDPOINT, RDZV_ID, MIN_NNODES, MAX_NNODES; RDZV_TIMEOUT bounds every wait for the other "
+        "nodes. Each node logs to its own file in output_dir (training.log on node 0). SIGTERM saves a checkpoint "
+        "at the end of the step and exits 143; the same command resumes. "
+        "A relaunch resumes from the newest complete "
         "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped. "
         "When nothing can be resumed but output_dir holds an earlier run, it stops before torchrun: "
         "pass --fresh, or another output_dir.",

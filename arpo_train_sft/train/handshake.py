@@ -48,7 +48,7 @@ def node_info(topo: Topology, values: dict[str, Any], fresh: bool) -> dict[str, 
 
 def agree(topo: Topology, info: dict[str, Any], decide: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
     """The job's resume overrides: `decide()` on node 0 (or a single node), node 0's answer elsewhere."""
-    if topo.nnodes == 1 or topo.elastic:
+    if not topo.meets:
         return decide()
     if topo.node_rank == 0:
         return _host(topo, info, decide)

@@ -61,6 +61,11 @@ class Topology:
         return bool(self.rdzv_endpoint)
 
     @property
+    def meets(self) -> bool:
+        """Whether the launchers meet before torchrun (train/handshake.py): a static job of several nodes."""
+        return self.nnodes > 1 and not self.elastic
+
+    @property
     def first_node(self) -> bool:
         """Whether this launcher acts for the job (moves output_dir aside, decides the resume)."""
         return not self.elastic and self.node_rank == 0
