@@ -19,7 +19,7 @@ demo: install
 
 # Everything, the CPU integration runs through torchrun + DeepSpeed + LLaMA-Factory included.
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15
 
 # Unit tests only: seconds, offline.
 test-fast: install
