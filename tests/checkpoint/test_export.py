@@ -1,7 +1,7 @@
-"""`arpo-sft export` on the CPU demo's ZeRO-3 checkpoint (2 ranks, 30 steps): loads, matches, refuses bad input.
+"""`arpo-sft export` on the CPU demo's ZeRO-3 checkpoint (2 ranks, DEMO_STEPS steps): loads, matches, refuses bad input.
 
 What "matches" means here: LLaMA-Factory's final model in output_dir is the 16-bit gather of the ZeRO-3
-parameters at step 30, and this CPU run trains in fp32, so those are exactly the fp32 weights that
+parameters at the last step, and this CPU run trains in fp32, so those are exactly the fp32 weights that
 DeepSpeed's consolidation rebuilds from the shards. An fp32 export must therefore be bit-identical to
 it (weights and logits), which checks the consolidation itself; a bf16 export must be exactly the
 round-to-nearest bf16 of it, and its own bf16 forward pass close to the fp32 logits.
@@ -118,7 +118,7 @@ def test_export_carries_tokenizer_template_and_a_model_card(exported: dict[str, 
     card = (out / "README.md").read_text()
     assert f"| global_step | {DEMO_STEPS} |" in card
     assert "| learning_rate | 0.002 |" in card
-    assert "| dataset | arpo_sft_demo |" in card and "| cutoff_len | 1024 |" in card
+    assert "| dataset | arpo_sft_demo |" in card and "| cutoff_len | 256 |" in card
     assert "| sequences per step | 4 (2 ranks) |" in card
     assert str(checkpoint.resolve()) in card and "ZeRO-3" in card
 

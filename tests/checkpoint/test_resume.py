@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DEMO_STEPS, RUN_NAME, kill_tree, run_env
+from ..conftest import DEMO_OVERRIDES, DEMO_SAVE_STEPS, DEMO_STEPS, kill_tree, run_env
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +29,16 @@ def logged_runs(output_dir: Path) -> list[list[dict]]:
     return runs
 
 
+# The run is killed once it logged step KILLED_AFTER, past checkpoint-SAVED; a torn checkpoint-TORN (a
+# crash while saving, between the two) must be skipped and SAVED resumed.
+SAVED = DEMO_SAVE_STEPS
+KILLED_AFTER = SAVED + 2
+TORN = SAVED + 1
+
+
 def command(output_dir: Path) -> list[str]:
     return [
-        "bash", "sft_train.sh", "yaml/demo_cpu.yaml",
-        f"max_steps={DEMO_STEPS}", "save_steps=15", "logging_steps=1", f"run_name={RUN_NAME}",
+        "bash", "sft_train.sh", "yaml/demo_cpu.yaml", *DEMO_OVERRIDES,
         f"output_dir={output_dir}", "--skip-preflight",
     ]  # fmt: skip
 
@@ -59,18 +65,18 @@ def resumed(checkout: Path, demo_run) -> tuple[subprocess.CompletedProcess, Path
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_for(lambda: (output_dir / "checkpoint-15" / "trainer_state.json").exists(), proc, 600)
-        wait_for(lambda: last_step(output_dir) >= 18, proc, 300)
+        wait_for(lambda: (output_dir / f"checkpoint-{SAVED}" / "trainer_state.json").exists(), proc, 600)
+        wait_for(lambda: last_step(output_dir) >= KILLED_AFTER, proc, 300)
     finally:
         kill_tree(proc.pid)  # the launcher, torchrun and both ranks, mid-step
         proc.wait()
-    # A crash while writing checkpoint-20: shards of one rank and trainer_state.json never landed.
-    torn = output_dir / "checkpoint-20"
-    shutil.copytree(output_dir / "checkpoint-15", torn)
+    # A crash while writing checkpoint-TORN: shards of one rank and trainer_state.json never landed.
+    torn = output_dir / f"checkpoint-{TORN}"
+    shutil.copytree(output_dir / f"checkpoint-{SAVED}", torn)
     (torn / "trainer_state.json").unlink()
-    (torn / "latest").write_text("global_step20")
-    (torn / "global_step15").rename(torn / "global_step20")
-    for shard in (torn / "global_step20").glob("zero_pp_rank_1_*"):
+    (torn / "latest").write_text(f"global_step{TORN}")
+    (torn / f"global_step{SAVED}").rename(torn / f"global_step{TORN}")
+    for shard in (torn / f"global_step{TORN}").glob("zero_pp_rank_1_*"):
         shard.unlink()
 
     result = subprocess.run(
@@ -83,18 +89,18 @@ def test_relaunch_skips_the_incomplete_checkpoint_and_says_so(resumed):
     result, output_dir = resumed
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     warning = next(line for line in result.stdout.splitlines() if "skipping incomplete checkpoint" in line)
-    assert f"{output_dir}/checkpoint-20: " in warning and "trainer_state.json: missing" in warning
-    assert "global_step20/zero_pp_rank_1_mp_rank_00_model_states.pt: missing (2 ranks" in warning
-    assert not (output_dir / "checkpoint-20").exists()
-    assert len(list(output_dir.glob("checkpoint-20.incomplete-*"))) == 1
-    assert f"resuming from {output_dir}/checkpoint-15" in result.stdout
+    assert f"{output_dir}/checkpoint-{TORN}: " in warning and "trainer_state.json: missing" in warning
+    assert f"global_step{TORN}/zero_pp_rank_1_mp_rank_00_model_states.pt: missing (2 ranks" in warning
+    assert not (output_dir / f"checkpoint-{TORN}").exists()
+    assert len(list(output_dir.glob(f"checkpoint-{TORN}.incomplete-*"))) == 1
+    assert f"resuming from {output_dir}/checkpoint-{SAVED}" in result.stdout
 
 
 def test_resumed_run_continues_at_the_next_step_and_finishes(resumed):
     _, output_dir = resumed
     first, second = logged_runs(output_dir)
-    assert first[0]["current_steps"] == 1 and first[-1]["current_steps"] >= 18
-    assert [entry["current_steps"] for entry in second] == list(range(16, DEMO_STEPS + 1))
+    assert first[0]["current_steps"] == 1 and first[-1]["current_steps"] >= KILLED_AFTER
+    assert [entry["current_steps"] for entry in second] == list(range(SAVED + 1, DEMO_STEPS + 1))
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert state["global_step"] == DEMO_STEPS
 

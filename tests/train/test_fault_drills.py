@@ -50,8 +50,8 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def train(output_dir: Path, *extra: str) -> list[str]:
-    return [*CLI, "train", "yaml/demo_cpu.yaml", "max_steps=6", "save_steps=2", "logging_steps=1",
-            f"output_dir={output_dir}", "--skip-preflight", *extra]  # fmt: skip
+    return [*CLI, "train", "--skip-preflight", "yaml/demo_cpu.yaml", "max_steps=6", "save_steps=2",
+            "logging_steps=1", f"output_dir={output_dir}", *extra]  # fmt: skip
 
 
 def test_a_rank_killed_mid_step_ends_the_job_and_the_relaunch_resumes(checkout: Path, tmp_path: Path):

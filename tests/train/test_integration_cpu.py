@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DEMO_STEPS, RUN_NAME, run_env
+from ..conftest import DEMO_SAVE_STEPS, DEMO_STEPS, RUN_NAME, run_env
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,9 @@ def test_demo_trains_with_two_ranks_and_zero3(demo_run):
     assert "world size: 2" in result.stdout
     assert "Detected DeepSpeed ZeRO-3" in result.stdout
     # One ZeRO-3 shard of the model and optimizer per rank: the states really were partitioned.
-    shards = sorted(p.name for p in (output_dir / "checkpoint-30" / "global_step30").iterdir())
+    shards = sorted(
+        p.name for p in (output_dir / f"checkpoint-{DEMO_STEPS}" / f"global_step{DEMO_STEPS}").iterdir()
+    )
     assert shards == [
         "zero_pp_rank_0_mp_rank_00_model_states.pt",
         "zero_pp_rank_0_mp_rank_00_optim_states.pt",
@@ -41,10 +43,10 @@ def test_demo_loss_falls_and_outputs_are_written(demo_run):
     log = read_log(output_dir)
     assert [entry["current_steps"] for entry in log] == list(range(1, DEMO_STEPS + 1))
     first, last = log[0]["loss"], sum(entry["loss"] for entry in log[-5:]) / 5
-    assert last < first - 1.0, f"loss did not fall: {first} -> {last}"
+    assert last < first - 0.5, f"loss did not fall: {first} -> {last}"  # noise is ~0.05 step to step
     for name in ("training_loss.png", "trainer_state.json", "model.safetensors", "config.json"):
         assert (output_dir / name).is_file(), name
-    assert (output_dir / "checkpoint-15" / "trainer_state.json").is_file()
+    assert (output_dir / f"checkpoint-{DEMO_SAVE_STEPS}" / "trainer_state.json").is_file()
 
 
 def test_training_log_holds_the_run_output(demo_run):
@@ -72,6 +74,7 @@ def test_llamafactory_cli_trains_the_demo_config(demo_run, checkout: Path):
             "yaml/demo_cpu.yaml",
             "max_steps=4",
             "save_steps=4",
+            "cutoff_len=256",
             f"output_dir={output_dir}",
         ],
         cwd=checkout,

@@ -22,7 +22,6 @@ from arpo_train_sft.checkpoint.scan import scan
 from arpo_train_sft.errors import EXIT_PREEMPTED, EXIT_USER_ERROR
 from arpo_train_sft.train.topology import free_port
 
-from ..checkpoint.test_resume import logged_runs
 from ..conftest import SHORT_RUN, ZERO3, kill_tree, run_env
 
 # A dead node must end the other this fast: gloo sees the closed connection, the heartbeat backs it up.
@@ -100,7 +99,8 @@ def job(checkout: Path, zero3_reference: Path) -> dict:
     # 3. Relaunched again: resumes from that save; then node 1 dies.
     port = free_port()
     pair = [launch(checkout, output_dir, n, port, 40) for n in (0, 1)]
-    wait_for_steps(output_dir, len(steps(output_dir)) + 2, pair)  # this launch has trained on
+    record["logged_before_third"] = len(steps(output_dir))
+    wait_for_steps(output_dir, record["logged_before_third"] + 2, pair)  # this launch has trained on
     kill_tree(pair[1].pid)  # node 1: its launcher, torchrun, rank and watch at once
     started = time.monotonic()
     code = pair[0].wait(timeout=KILL_BOUND_S + HEARTBEAT_S)
@@ -159,8 +159,8 @@ def test_the_next_relaunch_resumes_from_the_sigterm_checkpoint_and_a_dead_node_e
     code, seconds, out = job["killed"]
     step = job["stopped_note"]["step"]
     assert f"[arpo-sft] resuming from {job['output_dir']}/checkpoint-{step}\n" in out
-    resumed = logged_runs(job["output_dir"])[-1]
-    assert resumed[0]["current_steps"] in (step, step + 1) and resumed[-1]["current_steps"] > step
+    third = steps(job["output_dir"])[job["logged_before_third"] :]
+    assert third[:2] == [step + 1, step + 2]  # it went on from the step SIGTERM saved, not from the start
     assert code not in (0, EXIT_PREEMPTED) and seconds < KILL_BOUND_S
     assert ("a rank on another node went away first" in out) or ("has sent no heartbeat" in out), out[-3000:]
 

@@ -17,7 +17,7 @@ from arpo_train_sft.train.tokenized import DATASET, MANIFEST, check_entry, token
 from arpo_train_sft.train.tokenized import key as tokenized_key
 from arpo_train_sft.train.tokenized.key import build_args, cache_key, change_reason, key_inputs
 
-from ..conftest import run_env
+from ..conftest import DEMO_OVERRIDES, run_env
 
 NAMES = {"model_name_or_path", "dataset_dir", "dataset", "template", "cutoff_len", "mask_history",
          "train_on_prompt", "packing", "neat_packing", "max_samples", "preprocessing_num_workers"}  # fmt: skip
@@ -230,7 +230,7 @@ def test_relaunch_reuses_and_the_cache_equals_llamafactorys_own(demo_run, checko
     result, _ = demo_run
     built = tokenized_lines(result.stdout)[0].split(" built ")[1].split(" (")[0]
     monkeypatch.chdir(checkout)
-    overrides = ("max_steps=30", "save_steps=15", "logging_steps=1", "run_name=cpu demo with spaces")
+    overrides = DEMO_OVERRIDES
     cfg = load_run_config(Path("yaml/demo_cpu.yaml"), overrides)
     assert tokenized_overrides(cfg) == (f"tokenized_path={built}",)
     assert tokenized_lines(capsys.readouterr().out) == [f"[arpo-sft] tokenized dataset: reused {built}"]
