@@ -9,7 +9,7 @@ Two ways to form a job, as torchrun has them:
   order and get their ranks from torchrun's rendezvous.
 
 RDZV_TIMEOUT (seconds, default 600, torchrun's own default) bounds every wait for the other nodes.
-ARPO_SFT_STOP_TIMEOUT (seconds, default 900) is how long torchrun lets the ranks save after SIGTERM;
+ARPO_SFT_STOP_TIMEOUT (seconds, default 300) is how long torchrun lets the ranks save after SIGTERM;
 ARPO_SFT_HEARTBEAT_TIMEOUT (seconds, default 120) how long a silent node may stay silent (train/watch.py).
 """
 
@@ -29,8 +29,10 @@ DEFAULT_MULTINODE_PORT = 29500
 # How long any node waits for the others (handshake, torchrun's rendezvous): torchrun's own default.
 DEFAULT_RDZV_TIMEOUT_S = 600
 # How long torchrun lets the ranks stop after SIGTERM before it kills them: they finish the step, save a
-# checkpoint and exit (lf/preempt.py). A 14B ZeRO-3 checkpoint takes minutes on a slow disk.
-DEFAULT_STOP_TIMEOUT_S = 900
+# checkpoint and exit (lf/preempt.py). It also bounds a teardown after a rank crashed: torchrun SIGTERMs
+# the others too, and a rank stuck in an NCCL collective with the dead one cannot tell the two apart. Five
+# minutes covers a step and a 14B ZeRO-3 checkpoint on a disk writing 1 GB/s; raise it for slower disks.
+DEFAULT_STOP_TIMEOUT_S = 300
 # How long a node of a multi-node job may send no heartbeat before the others stop (train/watch.py).
 DEFAULT_HEARTBEAT_TIMEOUT_S = 120
 # The names a user sets; every error about the topology names one of these.

@@ -24,7 +24,7 @@ def test_torchrun_command_is_exact_and_keeps_overrides_whole():
         "/venv/bin/python", "-m", "torch.distributed.run",
         "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "8",
         "--master_addr", "10.1.2.3", "--master_port", "29999", "--rdzv_conf", "timeout=600",
-        "--shutdown_timeout", "900",
+        "--shutdown_timeout", "300",
         "-m", "arpo_train_sft.entry",
         "yaml/sft_config.yaml", "learning_rate=5e-6", "run_name=two words",
     ]  # fmt: skip
