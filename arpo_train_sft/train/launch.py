@@ -181,7 +181,8 @@ class _Sink:
 _FAILED_RANK = re.compile(rb"rank\s*:\s*(\d+) \(local_rank: \d+\)\s+exitcode\s*:\s*(-?\d+)")
 _DISK_FULL = (b"No space left on device", b"Disk quota exceeded")
 # What a rank says when a rank on another node died under it (gloo; NCCL's socket transport).
-_PEER_GONE = (b"Connection closed by peer", b"remote process exited or there was a network error")
+_PEER_GONE = (b"Connection closed by peer", b"Connection reset by peer",
+              b"remote process exited or there was a network error")  # fmt: skip
 
 
 def failure_lines(text: bytes, output_dir: Path) -> list[str]:

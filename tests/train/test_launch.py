@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from arpo_train_sft.train.launch import torchrun_command, training_env
 from arpo_train_sft.train.topology import Topology
 
@@ -95,3 +97,20 @@ def test_the_child_gets_sigterm_when_the_launcher_is_killed(tmp_path: Path):
         assert time.monotonic() < deadline, "the child never got SIGTERM"
         time.sleep(0.1)
     assert (tmp_path / "got").read_text() == "SIGTERM"
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        b"gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:1457.",
+        b"gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:41128: Connection reset by peer.",
+        b"NCCL error: remote process exited or there was a network error",
+    ],
+)
+def test_a_peer_that_went_away_is_named_among_the_failure_lines(tmp_path: Path, said: bytes):
+    from arpo_train_sft.train.launch import failure_lines
+
+    text = b"[rank0]: RuntimeError: " + said + b"\n  rank      : 0 (local_rank: 0)\n  exitcode  : 1\n"
+    lines = failure_lines(text, tmp_path)
+    assert lines[0] == "rank 0 failed (exit code 1)"
+    assert lines[1].startswith("a rank on another node went away first (its connection closed)")
