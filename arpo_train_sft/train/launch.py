@@ -61,6 +61,17 @@ def _signal_args(stop_timeout: int) -> list[str]:
     return ["--shutdown_timeout", str(stop_timeout)] if "--shutdown-timeout" in source else []
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one we may not signal counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def own_bin_first(env: Mapping[str, str]) -> dict[str, str]:
     """`env` with this interpreter's bin dir first on PATH, for every process the launcher starts.
 

@@ -68,27 +68,18 @@ def watch_job(host: str, port: int, node: str, timeout: float, torchrun_pid: int
     return Watch(host, port, name, timeout, torchrun_pid)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int,
          interval: float = HEARTBEAT_INTERVAL_S) -> str:  # fmt: skip
     """Beat every `interval` seconds until torchrun ends (""), or until a node goes silent (why)."""
     from torch.distributed import TCPStore
 
     from .handshake import wait_for_port
+    from .launch import alive
 
     store, slot = None, -1
     seen: dict[int, tuple[int, float]] = {}  # slot -> (its counter, when it last moved)
     reached = next_beat = time.monotonic()
-    while _alive(torchrun_pid):
+    while alive(torchrun_pid):
         time.sleep(min(1.0, interval))
         now = time.monotonic()
         if now < next_beat:

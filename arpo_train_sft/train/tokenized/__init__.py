@@ -28,7 +28,7 @@ from typing import Any
 from ...atomic import atomic_writer
 from ...errors import UserError
 from ..config import RunConfig
-from ..launch import own_bin_first, say
+from ..launch import alive, own_bin_first, say
 from .key import build_args, cache_key, change_reason, file_digest, key_inputs
 
 FORMAT = "arpo-sft tokenized dataset 1"
@@ -195,18 +195,8 @@ def _remove_dead_builds(root: Path) -> None:
     host = socket.gethostname()
     for temp in root.glob(f"{_BUILDING}*-{host}-*"):
         pid = temp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(temp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remember(root: Path, cfg: RunConfig, key: str) -> None:
