@@ -180,3 +180,14 @@ def test_dataset_info_loads_in_llamafactory(monkeypatch: pytest.MonkeyPatch):
         assert attr.formatting == "sharegpt"
         assert None not in (attr.user_tag, attr.assistant_tag, attr.system_tag, attr.observation_tag)
         assert attr.system == "system"
+
+
+def test_the_slurm_example_parses_and_runs_one_launcher_per_node_with_a_warning_signal():
+    import subprocess
+
+    script = REPO / "examples" / "slurm" / "arpo_sft.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "#SBATCH --ntasks-per-node=1" in text and "#SBATCH --signal=TERM@" in text
+    assert 'NODE_RANK="$SLURM_NODEID" exec bash sft_train.sh' in text
+    assert 'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' in text
