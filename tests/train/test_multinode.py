@@ -36,9 +36,12 @@ def launch(checkout: Path, output_dir: Path, node: int, port: int, max_steps: in
     skip = () if preflight else ("--skip-preflight",)
     command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{ZERO3}",
                f"max_steps={max_steps}", *SHORT_RUN, f"output_dir={output_dir}", *args, *skip]  # fmt: skip
-    env = run_env(**{"NPROC_PER_NODE": "1", "NNODES": str(nnodes), "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1",
-                     "MASTER_PORT": str(port), "RDZV_TIMEOUT": "180", "ARPO_SFT_HEARTBEAT_TIMEOUT": str(HEARTBEAT_S),
-                     **env})  # fmt: skip
+    # OMP_NUM_THREADS=1: torchrun sets it itself only for 2+ ranks per node, as the reference had; left to
+    # its default here, each rank's matmuls split over every core and sum in another order (CI, stop 14:
+    # k_proj.bias off by 5e-8 after two steps).
+    env = run_env(**{"OMP_NUM_THREADS": "1", "NPROC_PER_NODE": "1", "NNODES": str(nnodes),
+                     "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                     "RDZV_TIMEOUT": "180", "ARPO_SFT_HEARTBEAT_TIMEOUT": str(HEARTBEAT_S), **env})  # fmt: skip
     path = output_dir.parent / f"{output_dir.name}.node{node}.{time.monotonic_ns()}.out"
     with path.open("w") as out:
         proc = subprocess.Popen(command, cwd=checkout, env=env, stdout=stdout or out, stderr=subprocess.STDOUT,
