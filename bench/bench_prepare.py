@@ -1,4 +1,4 @@
-"""`arpo-sft data prepare` vs LLaMA-Factory's own preprocessing, side by side on the same rows and cores.
+"""`arpo-sft data prepare` and the tokenized build vs LLaMA-Factory's own preprocessing, on the same rows and cores.
 
     python bench/bench_prepare.py                     # 54,574 synthetic rows shaped like ARPO-SFT-54K
     python bench/bench_prepare.py --rows 10000 --rounds 2 --workers 2
@@ -7,9 +7,11 @@ Both sides use the real Qwen2.5 tokenizer (rebuilt offline), template `qwen` and
 as separate processes, alternating, with the same CPU budget: LLaMA-Factory's `get_dataset` (load JSON,
 convert ShareGPT, tokenize; a fresh datasets cache each time) gets `preprocessing_num_workers=--workers`,
 and `prepare` (one process whose Rust tokenizer batches run on a thread pool) gets that many threads.
-A third side is the ceiling: the tokenizer's own batch call on the same conversations' text with the
-same threads, nothing else. Figures: rows/second measured inside each process (imports excluded) and
-the peak resident memory of each process.
+A third side is the launcher's tokenized build (`lf/tokenize.build`: LLaMA-Factory's `get_dataset` with
+`encode` through tiktoken where `lf/fastbpe.py` proves it exact, saved to disk) with the same workers, and
+a fourth the old ceiling: the tokenizer's own batch call on the same conversations' text with the same
+threads, nothing else. Figures: rows/second measured inside each process (imports excluded) and the
+peak resident memory of each process.
 """
 
 from __future__ import annotations
@@ -61,6 +63,20 @@ for i in range(0, len(texts), 512):
 print("ROWS", len(texts), "SECONDS", time.perf_counter() - start)
 """
 
+BUILD_SIDE = """
+import sys, time
+import llamafactory.data, llamafactory.hparams, llamafactory.model, tiktoken  # imports excluded, as for LF
+from arpo_train_sft.lf import fastbpe, masking
+from arpo_train_sft.lf.tokenize import build
+model, dataset_dir, out, workers = sys.argv[1:5]
+args = dict(stage="sft", do_train=True, finetuning_type="full", model_name_or_path=model, dataset="bench",
+            dataset_dir=dataset_dir, template="qwen", cutoff_len=int(sys.argv[5]),
+            preprocessing_num_workers=int(workers) or None)
+start = time.perf_counter()
+rows, encoder = build(args, __import__("pathlib").Path(out))
+print("ROWS", rows["train"], "SECONDS", time.perf_counter() - start)
+"""
+
 PREPARE_SIDE = """
 import sys, time
 from arpo_train_sft.cli import main
@@ -100,6 +116,7 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{out[-2000:]}")
+    print("".join(f"  {line}\n" for line in out.splitlines() if line.startswith("encoder:")), end="")
     line = next(line for line in out.splitlines() if line.startswith("ROWS"))
     return float(line.split()[3]), wall, usage.ru_maxrss // 1024
 
@@ -135,15 +152,20 @@ def main() -> None:
         (data_dir / "dataset_info.json").write_text(json.dumps({"bench": bench_entry}))
     size_mb = source.stat().st_size / 2**20
 
-    results: dict[str, list[tuple[float, float, int]]] = {"prepare": [], "llamafactory": [], "tokenizer": []}
+    sides = ("prepare", "llamafactory", "build", "tokenizer")
+    results: dict[str, list[tuple[float, float, int]]] = {side: [] for side in sides}
     for _ in range(args.rounds):
         for side in results:
             cache = work / "hf-datasets-cache"
             shutil.rmtree(cache, ignore_errors=True)
             env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "true",
                    "RAYON_NUM_THREADS": str(args.workers)}  # fmt: skip
+            shutil.rmtree(work / "built", ignore_errors=True)
             if side == "tokenizer":
                 cmd = [sys.executable, "-c", CEILING_SIDE, str(model), str(source)]
+            elif side == "build":
+                cmd = [sys.executable, "-c", BUILD_SIDE, str(model), str(data_dir), str(work / "built"),
+                       str(args.workers), str(CUTOFF)]  # fmt: skip
             elif side == "prepare":
                 cmd = [
                     sys.executable,
@@ -176,8 +198,10 @@ def main() -> None:
         medians[side] = args.rows / seconds
         print(f"{side:13s} {medians[side]:9.0f} rows/s  ({seconds:.1f} s in-process, "
               f"{statistics.median(r[1] for r in runs):.1f} s wall, peak RSS {max(r[2] for r in runs)} MiB)")  # fmt: skip
-    print(f"ratio prepare / llamafactory at equal workers: {medians['prepare'] / medians['llamafactory']:.2f}x "
-          f"(ceiling, the tokenizer alone: {medians['tokenizer'] / medians['llamafactory']:.2f}x)")  # fmt: skip
+    lf = medians["llamafactory"]
+    print(f"ratio build / llamafactory at equal workers: {medians['build'] / lf:.2f}x")
+    print(f"ratio prepare / llamafactory at equal workers: {medians['prepare'] / lf:.2f}x "
+          f"(the HF tokenizer's batch call alone: {medians['tokenizer'] / lf:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ loudly, naming the item, when an upgrade changes one of them):
 - `hparams.parser.get_train_args(dict)`: every dataclass post-init and cross-check, run by preflight in a
   throwaway one-rank process (it sets up devices).
 
+- The template encodes text only through `tokenizer.encode(piece, add_special_tokens=False)` (the same
+  fact `render` relies on): `fastbpe` replaces that one bound method on the build's tokenizer instance
+  with tiktoken where it proves the ids equal, and the instance carries it into pickled workers.
 - `hparams.model_args.ProcessorArguments` (a dataclass): its fields are keys that change what
   preprocessing makes of the data, so `tokenize` puts them in the tokenized cache's key.
 

@@ -5,7 +5,9 @@
 SPEC holds `args` (the run's data-related arguments, as LLaMA-Factory's parser takes them) and `path`
 (where `DatasetDict.save_to_disk` writes). The ranks later get `tokenized_path=<path>` and load it with
 `load_from_disk`, so what they train on is what `get_dataset` made here, exactly as it would have made it
-on rank 0. The last stdout line is one JSON object: {"rows": {split: n}} or {"error": ..., "errno": ...}.
+on rank 0. Only the tokenizer's per-piece `encode` may differ: `fastbpe` routes it through tiktoken when
+it can prove the ids equal. The last stdout line is one JSON object: {"rows": {split: n}, "encoder": how
+text was encoded} or {"error": ..., "errno": ...}.
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ def data_arg_names() -> set[str]:
     return data | processor | set(_TOKENIZER_MODEL_ARGS) | set(_RUN_ARGS)
 
 
-def build(args: dict[str, Any], path: Path) -> dict[str, int]:
-    """Run `get_dataset` as LLaMA-Factory's SFT workflow does, saving to `path`; rows per split."""
+def build(args: dict[str, Any], path: Path) -> tuple[dict[str, int], str]:
+    """Run `get_dataset` as LLaMA-Factory's SFT workflow does, saving to `path`; rows per split, encoder."""
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
     from transformers.utils import logging as transformers_logging
 
     from . import masking  # noqa: F401  (registers qwen_mask_results, as on the ranks)
+    from .fastbpe import USED, accelerate
 
     with tempfile.TemporaryDirectory() as scratch:
         parsed = {**args, "tokenized_path": str(path), "output_dir": scratch, "report_to": "none"}
@@ -57,6 +60,9 @@ def build(args: dict[str, Any], path: Path) -> dict[str, int]:
         transformers_logging.set_verbosity_warning()
         tokenizer_module = load_tokenizer(model_args)
         template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+        refused = accelerate(tokenizer_module["tokenizer"])
+        encoder = USED if refused is None else f"the tokenizer itself ({refused})"
+        print(f"encoder: {encoder}", flush=True)
         module = get_dataset(
             template, model_args, data_args, training_args, stage=finetuning_args.stage, **tokenizer_module
         )
@@ -66,7 +72,7 @@ def build(args: dict[str, Any], path: Path) -> dict[str, int]:
         splits.update(evals)
     elif evals is not None:
         splits["validation"] = evals
-    return {name: len(split) for name, split in splits.items() if split is not None}
+    return {name: len(split) for name, split in splits.items() if split is not None}, encoder
 
 
 def main() -> None:
@@ -77,11 +83,11 @@ def main() -> None:
 
         disable_progress_bar()
     try:
-        rows = build(spec["args"], Path(spec["path"]))
+        rows, encoder = build(spec["args"], Path(spec["path"]))
     except OSError as err:
         print(json.dumps({"error": str(err), "errno": err.errno}), flush=True)
         sys.exit(3)
-    print(json.dumps({"rows": rows}), flush=True)
+    print(json.dumps({"rows": rows, "encoder": encoder}), flush=True)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def fake_entry(root: Path, inputs: dict) -> Path:
     (entry / DATASET / "train").mkdir(parents=True)
     (entry / DATASET / "dataset_dict.json").write_text('{"splits": ["train"]}')
     (entry / DATASET / "train" / "data-00000-of-00001.arrow").write_bytes(bytes(range(256)) * 64)
-    write_manifest(entry, key, inputs, {"train": 3})
+    write_manifest(entry, key, inputs, {"rows": {"train": 3}, "encoder": "fake"})
     return entry
 
 
@@ -152,7 +152,7 @@ def fake_build(path: Path, args: dict) -> dict:
     (path / "train").mkdir(parents=True)
     (path / "dataset_dict.json").write_text('{"splits": ["train"]}')
     (path / "train" / "data.arrow").write_text(json.dumps(args, sort_keys=True))
-    return {"train": 1}
+    return {"rows": {"train": 1}, "encoder": "fake"}
 
 
 def launch_line(cfg: RunConfig, capsys) -> str:

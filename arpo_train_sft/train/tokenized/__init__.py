@@ -93,14 +93,15 @@ def check_entry(entry: Path, key: str, inputs: dict[str, Any]) -> str | None:
     return None
 
 
-def write_manifest(entry: Path, key: str, inputs: dict[str, Any], rows: dict[str, int]) -> None:
-    """Record the key, its inputs and the size and hash of every file under `entry`/dataset."""
+def write_manifest(entry: Path, key: str, inputs: dict[str, Any], built: dict[str, Any]) -> None:
+    """Record the key, its inputs, the build's rows and encoder, and the size and hash of every file."""
     files = {
         str(path.relative_to(entry)): [path.stat().st_size, file_digest([path])]
         for path in sorted((entry / DATASET).rglob("*"))
         if path.is_file()
     }
-    manifest = {"format": FORMAT, "key": key, "inputs": inputs, "rows": rows, "files": files,
+    manifest = {"format": FORMAT, "key": key, "inputs": inputs, "rows": built["rows"],
+                "encoder": built.get("encoder"), "files": files,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname()}  # fmt: skip
     with atomic_writer(entry / MANIFEST) as handle:
         json.dump(manifest, handle, indent=1, default=str)
@@ -149,8 +150,8 @@ def _build_entry(root: Path, key: str, inputs: dict[str, Any], args: dict[str, A
         raise
 
 
-def _run_build(path: Path, args: dict[str, Any]) -> dict[str, int]:
-    """Run lf/tokenize.py in a child without GPUs or distributed settings; rows per split."""
+def _run_build(path: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """Run lf/tokenize.py in a child without GPUs or distributed settings; its rows per split and encoder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = path.parent / "build-spec.json"
     spec.write_text(json.dumps({"args": args, "path": str(path)}, default=str), encoding="utf-8")
@@ -170,7 +171,7 @@ def _run_build(path: Path, args: dict[str, Any]) -> dict[str, int]:
         sys.stderr.write("".join(f"  {line}\n" for line in lines[-20:]))
         raise UserError(f"tokenized dataset: LLaMA-Factory's preprocessing failed (exit {proc.returncode}); "
                         "its traceback and last log lines are above")  # fmt: skip
-    return result["rows"]
+    return result
 
 
 def _last_json(lines: list[str]) -> dict[str, Any]:

@@ -25,16 +25,19 @@ TOKENIZER_FILES = (
     "added_tokens.json", "tokenizer.model", "chat_template.jinja", "chat_template.json", "config.json",
 )  # fmt: skip
 # The packages whose code decides the tokenized rows.
-PACKAGES = ("llamafactory", "arpo-train-sft", "transformers", "tokenizers", "datasets")
+PACKAGES = ("llamafactory", "arpo-train-sft", "transformers", "tokenizers", "datasets", "tiktoken")
 # Our template's registration: its labels come from this code, which no package version tracks.
 _OWN_TEMPLATE = "qwen_mask_results"
 _TEMPLATE_SOURCES = ("lf/masking.py", "arpo/tags.py")
+# The build's tiktoken path for `encode` (exact by its checks, but code no package version tracks).
+_ENCODER_SOURCES = ("lf/fastbpe.py",)
 _HUB_SOURCES = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 DATA_FILE = "data file "
 TOKENIZER = "tokenizer files"
 TEMPLATE_CODE = f"{_OWN_TEMPLATE} code"
+ENCODER_CODE = "fast encoder code"
 DATASET_ENTRY = "dataset_info entry "
 
 
@@ -61,6 +64,7 @@ def key_inputs(cfg: RunConfig, args: dict[str, Any]) -> dict[str, Any]:
     inputs[TOKENIZER] = file_digest(_tokenizer_files(cfg))
     if cfg.values.get("template") == _OWN_TEMPLATE:
         inputs[TEMPLATE_CODE] = file_digest(_PACKAGE_ROOT / name for name in _TEMPLATE_SOURCES)
+    inputs[ENCODER_CODE] = file_digest(_PACKAGE_ROOT / name for name in _ENCODER_SOURCES)
     for package in PACKAGES:
         inputs[package] = _version(package)
     return inputs
@@ -92,7 +96,7 @@ def change_reason(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _is_hashed(name: str) -> bool:
-    return name.startswith((DATA_FILE, DATASET_ENTRY)) or name in (TOKENIZER, TEMPLATE_CODE)
+    return name.startswith((DATA_FILE, DATASET_ENTRY)) or name in (TOKENIZER, TEMPLATE_CODE, ENCODER_CODE)
 
 
 def _show(value: Any) -> str:

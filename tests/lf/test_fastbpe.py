@@ -1,0 +1,172 @@
+"""`lf/fastbpe.py`: tiktoken stands in for Qwen2.5's `encode` only where it gives the tokenizer's own ids.
+
+The reference is the tokenizer itself (the real Qwen2.5 BPE, rebuilt offline): every string here is
+encoded both ways. A tokenizer that differs in any way the proof relies on is refused, by name, and keeps
+its own `encode`.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import pickle
+import random
+
+import pytest
+
+from arpo_train_sft.lf import fastbpe
+
+from .rows import demo_rows
+
+# Pieces where byte-level BPE implementations part ways if they are going to: added tokens inside text
+# and their near misses, contractions in any case, digits of every script, whitespace runs, decomposed
+# and precomposed accents (not NFC: goes to the tokenizer), Hangul jamo, emoji sequences, controls.
+PIECES = (
+    "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<|endoftext|>", "<|im_end", "im_end|>",
+    "<|im_start|><|im_end|>", " ", "  ", "\n", "\r\n", "\t", "\n\n ", " \n", "'s", "'LL", "'Re", "'T", "123",
+    "٣", "½", "Ⅻ", "e\u0301", "é", "\u0301", "한", "\u1100\u1161\u11a8", "数学", "😀", "👨‍👩‍👧", "\u200b",
+    "\u00a0", "<think>", "</think>", "<result>", "</result>", "</python><result>", "><", "print(42)",
+    "\\boxed{42}", "ǅ", "ﬁ", "\ufeff", "\x00", "\u2028", "Ω", "ℌ", "İ", "ß", "ſ", "K", "hello", " World",
+    "x=1;", "    ", "...", "--", "`code`",
+)  # fmt: skip
+
+
+def fuzz(count: int, seed: int = 0) -> list[str]:
+    """Strings made of the pieces above and random code points from every plane."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(0, 24)):
+            roll = rng.random()
+            if roll < 0.5:
+                parts.append(rng.choice(PIECES))
+            elif roll < 0.8:
+                parts.append("".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(1, 6))))
+            else:
+                points = [rng.randint(0, 0x10FFFF), rng.randint(0x300, 0x36F), rng.randint(0x1F300, 0x1FAFF)]
+                parts.append("".join(chr(rng.choice(points)) for _ in range(rng.randint(1, 4))))
+        out.append("".join(parts).encode("utf-8", "replace").decode("utf-8"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    from arpo_train_sft.demo.model import build_qwen_tokenizer
+
+    return build_qwen_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def fast():
+    from arpo_train_sft.demo.model import build_qwen_tokenizer
+
+    tokenizer = build_qwen_tokenizer()
+    assert fastbpe.accelerate(tokenizer) is None
+    assert isinstance(tokenizer.encode, fastbpe.FastEncode)
+    return tokenizer
+
+
+def own_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+
+
+def demo_texts() -> list[str]:
+    """Every message of the bundled data, and each assistant message as the qwen template hands it over."""
+    texts = []
+    for row in demo_rows():
+        for message in row["prompt"] + row["response"]:
+            texts += [message["content"], message["content"] + "<|im_end|>\n"]
+        texts.append(row["system"])
+    return texts
+
+
+def test_the_same_ids_as_the_tokenizer_on_the_bundled_data_and_adversarial_strings(qwen, fast):
+    texts = demo_texts() + fuzz(4000)
+    assert own_ids(fast, texts) == own_ids(qwen, texts)
+    assert any(not __import__("unicodedata").is_normalized("NFC", text) for text in texts)
+
+
+def test_other_calls_go_to_the_tokenizer_unchanged(qwen, fast):
+    text = "<|im_start|>user\nWhat is 6 * 7?<|im_end|>"
+    assert fast.encode(text) == qwen.encode(text)
+    assert fast.encode(text, add_special_tokens=True) == qwen.encode(text, add_special_tokens=True)
+    assert fast.encode(text, "and a pair", add_special_tokens=False) == qwen.encode(
+        text, "and a pair", add_special_tokens=False
+    )
+    assert fast(text)["input_ids"] == qwen(text)["input_ids"]
+
+
+def encode_in_child(payload: bytes, texts: list[str], queue) -> None:
+    tokenizer = pickle.loads(payload)
+    queue.put((type(tokenizer.encode).__name__, own_ids(tokenizer, texts)))
+
+
+def test_a_spawned_worker_unpickles_the_fast_path_and_gets_the_same_ids(qwen, fast):
+    texts = fuzz(200, seed=1)
+    context = multiprocessing.get_context("spawn")  # what datasets' workers do on Python 3.14
+    queue = context.Queue()
+    child = context.Process(target=encode_in_child, args=(pickle.dumps(fast), texts, queue))
+    child.start()
+    kind, ids = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert kind == "FastEncode" and ids == own_ids(qwen, texts)
+
+
+def rebuilt(qwen, edit) -> object:
+    """A copy of the Qwen2.5 tokenizer whose tokenizer.json went through `edit`."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(qwen.backend_tokenizer.to_str())
+    edit(spec)
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)))
+
+
+def swap_two_merges(spec: dict) -> None:
+    merges = spec["model"]["merges"]
+    merges[100], merges[5000] = merges[5000], merges[100]
+
+
+def drop_a_merge(spec: dict) -> None:
+    token = "".join(spec["model"]["merges"][9000])
+    spec["model"]["merges"] = [rule for rule in spec["model"]["merges"] if "".join(rule) != token]
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda s: s.update(normalizer=None), "normalizer is None, not NFC"),
+        (lambda s: s["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=r"\p{N}{1,3}|\s+|[^\s]+"),
+         "pre-tokenizer's split pattern is not Qwen2's"),
+        (lambda s: s["pre_tokenizer"]["pretokenizers"][1].update(add_prefix_space=True),
+         "pre-tokenizer settings differ from Qwen2's"),
+        (lambda s: s["model"].update(byte_fallback=True), "model is not plain BPE"),
+        (swap_two_merges, "merge rules are not ordered as their results' ids"),
+        (drop_a_merge, "a token's merge rule differs from the one tiktoken's merging reaches it by"),
+        (lambda s: s["added_tokens"][2].update(lstrip=True), "added token '<|im_end|>' is normalised or stripped"),
+    ],
+)  # fmt: skip
+def test_a_tokenizer_that_differs_keeps_its_own_encode_and_says_why(qwen, edit, reason):
+    tokenizer = rebuilt(qwen, edit)
+    assert fastbpe.accelerate(tokenizer) == reason
+    assert "encode" not in vars(tokenizer)
+
+
+def test_a_tokenizer_that_splits_special_tokens_is_left_alone(qwen):
+    tokenizer = rebuilt(qwen, lambda spec: None)
+    tokenizer.split_special_tokens = True
+    assert fastbpe.accelerate(tokenizer) == "split_special_tokens is set"
+    assert "encode" not in vars(tokenizer)
+
+
+@pytest.mark.parametrize("template", ["qwen", "qwen_mask_results"])
+@pytest.mark.parametrize("data_args", [{}, {"cutoff_len": 300}, {"packing": True, "cutoff_len": 2048}])
+def test_llamafactorys_processor_makes_the_same_rows_through_either_encode(qwen, fast, template, data_args):
+    import arpo_train_sft
+
+    from .rows import encode
+
+    arpo_train_sft.register()
+    rows = demo_rows()
+    assert encode(fast, rows, template, **dict(data_args)) == encode(qwen, rows, template, **dict(data_args))
