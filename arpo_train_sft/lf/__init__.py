@@ -26,10 +26,12 @@ loudly, naming the item, when an upgrade changes one of them):
 - The template encodes text only through `tokenizer.encode(piece, add_special_tokens=False)` (the same
   fact `render` relies on): `fastbpe` replaces that one bound method on the build's tokenizer instance
   with tiktoken where it proves the ids equal, and the instance carries it into pickled workers.
-- `hparams.model_args.ProcessorArguments` (a dataclass): its fields are keys that change what
-  preprocessing makes of the data, so `tokenize` puts them in the tokenized cache's key.
+- `hparams.DataArguments` and `hparams.model_args.ProcessorArguments` (dataclasses): their fields are
+  keys that change what preprocessing makes of the data, so `tokenize` puts them in the tokenized
+  cache's key. It reads the field names from their source files (`ast`), so the launcher keys the cache
+  without importing the stack.
 
-Public API used: `train.tuner.run_exp`, `hparams.DataArguments`, `hparams.get_train_args`,
+Public API used: `train.tuner.run_exp`, `hparams.get_train_args`,
 `data.template.get_template_and_fix_tokenizer`, `data.get_dataset`, `model.load_tokenizer` (the last two
 build the tokenized cache in `tokenize`, exactly as LLaMA-Factory's SFT workflow calls them).
 """

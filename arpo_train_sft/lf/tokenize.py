@@ -12,7 +12,8 @@ text was encoded} or {"error": ..., "errno": ...}.
 
 from __future__ import annotations
 
-import dataclasses
+import ast
+import importlib.util
 import json
 import sys
 import tempfile
@@ -34,12 +35,26 @@ _BUILD_OWNED = ("tokenized_path", "streaming", "buffer_size", "overwrite_cache",
 
 def data_arg_names() -> set[str]:
     """The config keys that can change what LLaMA-Factory's preprocessing makes of the data."""
-    from llamafactory.hparams import DataArguments
-    from llamafactory.hparams.model_args import ProcessorArguments
-
-    data = {field.name for field in dataclasses.fields(DataArguments)} - set(_BUILD_OWNED)
-    processor = {field.name for field in dataclasses.fields(ProcessorArguments)}
+    data = _dataclass_fields("hparams/data_args.py", "DataArguments") - set(_BUILD_OWNED)
+    processor = _dataclass_fields("hparams/model_args.py", "ProcessorArguments")
     return data | processor | set(_TOKENIZER_MODEL_ARGS) | set(_RUN_ARGS)
+
+
+def _dataclass_fields(module: str, name: str) -> set[str]:
+    """The field names of LLaMA-Factory's dataclass `name`, read from its source without importing it.
+
+    Importing `llamafactory.hparams` costs the launcher seconds of CPU (torch, transformers, peft) before
+    torchrun starts, only to read names; tests/lf/test_surface.py checks these equal `dataclasses.fields`.
+    """
+    spec = importlib.util.find_spec("llamafactory")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("llamafactory")
+    source = Path(next(iter(spec.submodule_search_locations))) / module
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return {item.target.id for item in node.body
+                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}  # fmt: skip
+    raise RuntimeError(f"LLaMA-Factory's {module} no longer defines {name}")
 
 
 def build(args: dict[str, Any], path: Path) -> tuple[dict[str, int], str]:

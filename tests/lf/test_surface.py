@@ -300,3 +300,18 @@ def test_checkpoint_names_are_covered_by_the_scan():
         f"extras.constants.CHECKPOINT_NAMES now also holds {sorted(missing)}: LLaMA-Factory refuses an "
         "output_dir with these files, so checkpoint/scan.py FINAL_WEIGHTS must name them too"
     )
+
+
+def test_the_data_argument_names_read_from_source_are_the_dataclasses_fields():
+    from llamafactory.hparams import DataArguments
+    from llamafactory.hparams.model_args import ProcessorArguments
+
+    from arpo_train_sft.lf.tokenize import _dataclass_fields
+
+    for module, cls in (
+        ("hparams/data_args.py", DataArguments),
+        ("hparams/model_args.py", ProcessorArguments),
+    ):
+        assert _dataclass_fields(module, cls.__name__) == {f.name for f in dataclasses.fields(cls)}, changed(
+            f"{cls.__name__}", "how its fields are declared"
+        )
