@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from arpo_train_sft.errors import UserError
+from arpo_train_sft.lf import fastbpe
 from arpo_train_sft.train import tokenized
 from arpo_train_sft.train.config import RunConfig, load_run_config
 from arpo_train_sft.train.tokenized import DATASET, MANIFEST, check_entry, tokenized_overrides, write_manifest
@@ -249,6 +250,9 @@ def test_relaunch_reuses_and_the_cache_equals_llamafactorys_own(demo_run, checko
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SAME qwen 300" in proc.stdout and "SAME qwen_mask_results 300" in proc.stdout
+    # What made them equal was the tiktoken path, not the tokenizer's own encode.
+    for _, cached in pairs:
+        assert json.loads((Path(cached).parent / MANIFEST).read_text())["encoder"] == fastbpe.USED
 
 
 @pytest.fixture
