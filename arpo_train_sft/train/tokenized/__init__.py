@@ -2,8 +2,9 @@
 
 The launcher computes the key of the run's tokenized dataset (train/tokenized/key.py), reuses
 `<cache>/<key>/` when its manifest and every file in it check out, and otherwise builds it with
-LLaMA-Factory's own preprocessing in one child process (lf/tokenize.py) into a temporary directory that
-is renamed into place only when complete. The ranks get `tokenized_path=<cache>/<key>/dataset`, which
+LLaMA-Factory's own preprocessing in one child process (lf/tokenize.py; text is encoded through tiktoken
+where lf/fastbpe.py proves the ids equal, and the manifest's `encoder` says which ran) into a temporary
+directory that is renamed into place only when complete. The ranks get `tokenized_path=<cache>/<key>/dataset`, which
 LLaMA-Factory loads without tokenizing. Exactly one line says what happened:
 
     tokenized dataset: reused PATH
