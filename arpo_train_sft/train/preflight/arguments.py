@@ -55,29 +55,40 @@ def _rows(check: str, problems: list[tuple[str, str]], where: str, passed: str) 
 
 
 def check_config(plan: Plan) -> list[Row]:
-    """Keys, types, ranges and template first; LLaMA-Factory's full parse only once those pass."""
-    from ...lf import args
+    """Keys, types, ranges and template first; LLaMA-Factory's full parse only once those pass.
 
+    Everything that needs LLaMA-Factory runs in one child process (child.py), so the launcher itself
+    never imports the stack.
+    """
     values, where = plan.cfg.values, plan.where
-    rows = _rows("keys", args.unknown_key_problems(values), where, f"{len(values)} keys, all LLaMA-Factory's")
-    rows += _rows("values", args.type_problems(values) + range_problems(values), where, "types and ranges ok")
+    deepspeed = values.get("deepspeed")
+    ranges = range_problems(values)
+    runnable = not ranges and not (deepspeed and not Path(str(deepspeed)).is_file())
+    parse, adjusted = child_values(plan) if runnable else (None, [])
+    result = _ask_child(
+        plan, {"values": values, "parse": parse, "deepspeed": deepspeed if runnable else None}
+    )
+    if isinstance(result, Row):  # the child crashed or hung: only our own range checks have a verdict
+        skipped = "not run: LLaMA-Factory's check did not answer (see llamafactory)"
+        return [Row("keys", SKIP, skipped), *_rows("values", ranges, where, "ranges ok; types not checked"),
+                Row("template", SKIP, skipped), result, Row("deepspeed schema", SKIP, skipped)]  # fmt: skip
+    rows = _rows("keys", result["keys"], where, f"{len(values)} keys, all LLaMA-Factory's")
+    rows += _rows("values", result["types"] + ranges, where, "types and ranges ok")
     template = values.get("template")
-    known = args.template_names()
-    if template is not None and template not in known:
+    if template is not None and template not in result["templates"]:
         import difflib
 
-        close = difflib.get_close_matches(str(template), known, n=1)
+        close = difflib.get_close_matches(str(template), result["templates"], n=1)
         fix = f"did you mean '{close[0]}'?" if close else "use qwen (ARPO) or qwen_mask_results"
         rows.append(Row("template", FAIL, f"template '{template}' is not a known template", fix, where))
     else:
         rows.append(
             Row("template", OK, f"{template} (known)" if template else "none: taken from the tokenizer")
         )
-    deepspeed = values.get("deepspeed")
-    if any(row.status == FAIL for row in rows) or (deepspeed and not Path(str(deepspeed)).is_file()):
+    if not result["parsed"]:
         skipped = "not run: fix the other failing rows first"
         return rows + [Row("llamafactory", SKIP, skipped), Row("deepspeed schema", SKIP, skipped)]
-    return rows + llamafactory_rows(plan)
+    return rows + _parser_rows(result, adjusted, deepspeed, where)
 
 
 def _installed(name: str) -> bool:
@@ -112,10 +123,8 @@ def child_values(plan: Plan) -> tuple[dict[str, Any], list[str]]:
     return values, adjusted
 
 
-def llamafactory_rows(plan: Plan) -> list[Row]:
-    """Run train/preflight/child.py as one torchrun rank would; turn its verdicts into rows."""
-    values, adjusted = child_values(plan)
-    request = {"values": values, "deepspeed": values.get("deepspeed")}
+def _ask_child(plan: Plan, request: dict[str, Any]) -> dict[str, Any] | Row:
+    """Run train/preflight/child.py as one torchrun rank would; its result, or the row saying it failed."""
     env = {
         **own_bin_first(plan.env),
         **_ONE_RANK,
@@ -129,31 +138,29 @@ def llamafactory_rows(plan: Plan) -> list[Row]:
         )  # fmt: skip
     except subprocess.TimeoutExpired:
         found = f"LLaMA-Factory's parser did not answer in {CHILD_TIMEOUT_S} s"
-        return [Row("llamafactory", FAIL, found, "run `arpo-sft preflight` again; report it if it persists")]
+        return Row("llamafactory", FAIL, found, "run `arpo-sft preflight` again; report it if it persists")
     marked = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if not marked:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [
-            Row(
-                "llamafactory",
-                FAIL,
-                f"the check itself crashed (exit {proc.returncode}): {tail}",
-                "report it",
-            )
-        ]
-    result = json.loads(marked[-1][len(RESULT_MARK) :])
+        return Row(
+            "llamafactory", FAIL, f"the check itself crashed (exit {proc.returncode}): {tail}", "report it"
+        )
+    return json.loads(marked[-1][len(RESULT_MARK) :])
+
+
+def _parser_rows(result: dict[str, Any], adjusted: list[str], deepspeed: Any, where: str) -> list[Row]:
+    """The rows of LLaMA-Factory's parser and DeepSpeed's schema from the child's result."""
     note = f" ({'; '.join(adjusted)})" if adjusted else ""
     problem = result["llamafactory"]
     if problem:
         found = f"LLaMA-Factory refuses it: {problem.removeprefix('ValueError: ').rstrip('.')}"
-        rows = [Row("llamafactory", FAIL, found, "change the setting it names", plan.where)]
+        rows = [Row("llamafactory", FAIL, found, "change the setting it names", where)]
     else:
         rows = [Row("llamafactory", OK, f"get_train_args accepts it{note}")]
-    if not request["deepspeed"]:
+    if not deepspeed:
         return rows + [Row("deepspeed schema", SKIP, "no deepspeed config")]
-    ds_problems = result["deepspeed"]
     fix = "use one of examples/deepspeed/*.json as a base"
     return rows + (
-        [Row("deepspeed schema", FAIL, found, fix, str(request["deepspeed"])) for found in ds_problems]
+        [Row("deepspeed schema", FAIL, found, fix, str(deepspeed)) for found in result["deepspeed"]]
         or [Row("deepspeed schema", OK, "zero_optimization valid for DeepSpeedZeroConfig")]
     )

@@ -1,8 +1,10 @@
-"""The part of preflight that must run in a throwaway process: LLaMA-Factory's and DeepSpeed's own validation.
+"""The part of preflight that needs LLaMA-Factory: its keys, types and templates, its parser, DeepSpeed's schema.
 
 `get_train_args` sets up devices while it builds TrainingArguments (a CUDA context on GPU 0, and under
 DeepSpeed a process group); in the launcher that would stay alive for the whole run. So the parent starts
 this module with the environment of a one-rank torchrun job, reads one result line, and the process ends.
+The key, type and template checks run here too, so that the launcher never imports the stack itself:
+importing it once costs seconds of CPU, and this process pays that anyway.
 """
 
 from __future__ import annotations
@@ -54,11 +56,33 @@ def deepspeed_problems(path: Path) -> list[str]:
 
 
 def main() -> None:
-    """Read {"values": ..., "deepspeed": path or null} on stdin; print one result line."""
+    """Read {"values", "parse": values or null, "deepspeed": path or null} on stdin; print one result line.
+
+    Keys and types are judged on `values` as written; `parse` (the values as the launch will pass them)
+    goes through LLaMA-Factory's parser and `deepspeed` through DeepSpeed's schema only when the parent
+    sent them and no key, type or template is wrong.
+    """
+    from ...lf import args
+
     request = json.loads(sys.stdin.read())
-    result: dict[str, Any] = {"llamafactory": llamafactory_problem(request["values"]), "deepspeed": []}
-    if request.get("deepspeed"):
-        result["deepspeed"] = deepspeed_problems(Path(request["deepspeed"]))
+    values = request["values"]
+    result: dict[str, Any] = {
+        "keys": args.unknown_key_problems(values),
+        "types": args.type_problems(values),
+        "templates": sorted(args.template_names()),
+        "llamafactory": None,
+        "deepspeed": [],
+        "parsed": False,
+    }
+    template = values.get("template")
+    valid = (
+        not result["keys"] and not result["types"] and (template is None or template in result["templates"])
+    )
+    if valid and request.get("parse") is not None:
+        result["llamafactory"] = llamafactory_problem(request["parse"])
+        result["parsed"] = True
+        if request.get("deepspeed"):
+            result["deepspeed"] = deepspeed_problems(Path(request["deepspeed"]))
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 
