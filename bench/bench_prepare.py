@@ -35,9 +35,11 @@ import sys, time
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.hparams import get_train_args
 from llamafactory.model import load_tokenizer
-model, dataset_dir, out, workers = sys.argv[1:5]
+model, dataset_dir, out, workers, cutoff, template = sys.argv[1:7]
+if template == "qwen_mask_results":
+    import arpo_train_sft.lf.masking  # registers it, as on the ranks
 args = dict(stage="sft", do_train=True, finetuning_type="full", model_name_or_path=model, dataset="bench",
-            dataset_dir=dataset_dir, template="qwen", cutoff_len=int(sys.argv[5]), output_dir=out, overwrite_cache=True,
+            dataset_dir=dataset_dir, template=template, cutoff_len=int(cutoff), output_dir=out, overwrite_cache=True,
             preprocessing_num_workers=int(workers) or None, report_to="none")
 model_args, data_args, training_args, _, _ = get_train_args(args)
 start = time.perf_counter()
@@ -68,9 +70,9 @@ import sys, time
 import llamafactory.data, llamafactory.hparams, llamafactory.model, tiktoken  # imports excluded, as for LF
 from arpo_train_sft.lf import fastbpe, masking
 from arpo_train_sft.lf.tokenize import build
-model, dataset_dir, out, workers = sys.argv[1:5]
+model, dataset_dir, out, workers, cutoff, template = sys.argv[1:7]
 args = dict(stage="sft", do_train=True, finetuning_type="full", model_name_or_path=model, dataset="bench",
-            dataset_dir=dataset_dir, template="qwen", cutoff_len=int(sys.argv[5]),
+            dataset_dir=dataset_dir, template=template, cutoff_len=int(cutoff),
             preprocessing_num_workers=int(workers) or None)
 start = time.perf_counter()
 rows, encoder = build(args, __import__("pathlib").Path(out))
@@ -131,6 +133,7 @@ def main() -> None:
         "--workers", type=int, default=os.cpu_count(), help="the CPU budget of each side (default: all CPUs)"
     )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/arpo-bench"))
+    parser.add_argument("--template", default="qwen", choices=("qwen", "qwen_mask_results"))
     args = parser.parse_args()
 
     from arpo_train_sft.demo.model import build_tiny_model
@@ -165,7 +168,7 @@ def main() -> None:
                 cmd = [sys.executable, "-c", CEILING_SIDE, str(model), str(source)]
             elif side == "build":
                 cmd = [sys.executable, "-c", BUILD_SIDE, str(model), str(data_dir), str(work / "built"),
-                       str(args.workers), str(CUTOFF)]  # fmt: skip
+                       str(args.workers), str(CUTOFF), args.template]  # fmt: skip
             elif side == "prepare":
                 cmd = [
                     sys.executable,
@@ -181,15 +184,17 @@ def main() -> None:
                     str(model),
                     "--cutoff-len",
                     str(CUTOFF),
+                    "--template",
+                    args.template,
                 ]
             else:
                 cmd = [sys.executable, "-c", LLAMAFACTORY_SIDE, str(model), str(data_dir), str(work / "lf-out"),
-                       str(args.workers), str(CUTOFF)]  # fmt: skip
+                       str(args.workers), str(CUTOFF), args.template]  # fmt: skip
             results[side].append(run(cmd, env))
             print(side, results[side][-1], flush=True)
 
     print(
-        f"\n{args.rows} rows, {size_mb:.0f} MiB, cutoff_len {CUTOFF}, {os.cpu_count()} CPUs, "
+        f"\n{args.rows} rows, {size_mb:.0f} MiB, template {args.template}, cutoff_len {CUTOFF}, {os.cpu_count()} CPUs, "
         f"{args.workers} workers/threads per side, rounds {args.rounds}, load average {os.getloadavg()[0]:.1f}"
     )
     medians = {}
