@@ -365,3 +365,16 @@ def test_memory_row_is_the_estimate_for_the_planned_gpus(tmp_path: Path, monkeyp
     small = check_memory(replace(plan, gpus=[Gpu("T4", 16.0)] * 8, cfg=replace(plan.cfg, values={
         **plan.cfg.values, "enable_liger_kernel": False})))[0]  # fmt: skip
     assert small.status == FAIL and "does not fit" in small.found and small.fix
+
+
+def test_a_check_child_that_crashes_is_one_failed_row_and_the_rest_say_why_they_did_not_run(monkeypatch):
+    from arpo_train_sft.train.preflight import arguments
+    from arpo_train_sft.train.preflight.rows import SKIP
+
+    monkeypatch.setattr(arguments.sys, "executable", "/bin/false")  # exits 1 and prints nothing
+    rows = arguments.check_config(plan_for({"template": "qwen", "cutoff_len": 0}))
+    assert [(row.check, row.status) for row in rows] == [
+        ("keys", SKIP), ("values", FAIL), ("template", SKIP), ("llamafactory", FAIL), ("deepspeed schema", SKIP)
+    ]  # fmt: skip
+    assert rows[1].found == "cutoff_len: 0 must be above 0"  # our own range check still has its verdict
+    assert rows[3].found == "the check itself crashed (exit 1): no output"
