@@ -98,6 +98,32 @@ def test_preset_defaults_that_would_hurt_users_are_fixed(preset: Path):
     assert values["report_to"] == "none"
 
 
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_preset_trains_arpos_loss_and_says_why(preset: Path):
+    """transformers 5 defaults to the global token mean; ARPO's 4.52.4 averaged each rank's token mean."""
+    values = load(preset)
+    assert values["average_tokens_across_devices"] is False
+    assert "transformers 4.52.4" in header(preset) and "average_tokens_across_devices false" in header(preset)
+    assert "max_samples" not in values  # 1000000 capped nothing: the dataset has 54,574 rows
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_preset_header_names_no_gpu_that_fails_preflight(preset: Path):
+    """bf16 and FlashAttention-2 need compute capability 8.0+; these cards are older."""
+    sized_for = header(preset).split("Sized for:", 1)[1].split("# Run")[0]
+    for card in ("V100", "T4", "P100", "RTX 20", "Titan"):
+        assert f"{card}," not in sized_for and f"{card})" not in sized_for and f"({card}" not in sized_for, (
+            card
+        )
+
+
+def test_each_size_preset_header_speaks_of_its_own_size():
+    for name, size in (("qwen2.5-3b.yaml", "3B"), ("qwen2.5-7b.yaml", "7B"), ("qwen2.5-14b.yaml", "14B")):
+        text = header(REPO / "yaml" / name)
+        others = {"3B", "7B", "14B"} - {size}
+        assert f"puts {size} at" in text and not any(f"{other} " in text for other in others), name
+
+
 def test_sft_config_keeps_reference_hyperparameters():
     values = load(REPO / "yaml" / "sft_config.yaml")
     expected = {

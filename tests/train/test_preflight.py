@@ -161,7 +161,7 @@ def test_json_rows_and_failures(capsys):
 
 
 ARPO = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 2, "learning_rate": 7.0e-6,
-        "num_train_epochs": 3.0, "cutoff_len": 15000, "template": "qwen"}  # fmt: skip
+        "num_train_epochs": 3.0, "cutoff_len": 15000, "template": "qwen", "average_tokens_across_devices": False}  # fmt: skip
 
 
 def test_arpo_values_raise_no_warning():
@@ -179,11 +179,24 @@ def test_arpo_values_raise_no_warning():
         ({"cutoff_len": 8192}, 8, "cutoff_len 8192"),
         ({"template": "qwen_mask_results"}, 8, "template qwen_mask_results: masking on"),
         ({"template": "llama3"}, 8, "template llama3"),
+        ({"average_tokens_across_devices": True}, 8, "average_tokens_across_devices True: the loss is"),
+        ({"enable_liger_kernel": True}, 8, "enable_liger_kernel true: Liger's fused"),
     ],
 )
 def test_each_departure_from_arpo_is_named(change: dict, world: int, named: str):
     found = departures({**ARPO, **change}, world_size=world)
     assert len(found) == 1 and found[0][0].startswith(named), found
+
+
+def test_the_loss_departure_names_the_key_and_arpos_value_also_when_the_key_is_unset():
+    unset = {key: value for key, value in ARPO.items() if key != "average_tokens_across_devices"}
+    [(found, why)] = departures(unset, world_size=8)
+    assert found.startswith("average_tokens_across_devices unset (true in transformers 5)")
+    assert "4.52.4 defaulted to false" in why and why.endswith(
+        "set average_tokens_across_devices: false to train ARPO's loss"
+    )
+    [(_, liger)] = departures({**ARPO, "enable_liger_kernel": True}, world_size=8)
+    assert "same token count" in liger and "bench/gpu_check.sh" in liger
 
 
 def test_guardrails_warn_but_do_not_fail(in_checkout: Path, monkeypatch: pytest.MonkeyPatch):
@@ -199,7 +212,8 @@ def test_guardrails_warn_but_do_not_fail(in_checkout: Path, monkeypatch: pytest.
     rows = check_reproduction(make_plan(args))
     assert {row.status for row in rows} == {WARN}
     assert [row.found for row in rows] == [
-        "learning_rate 5e-06", "num_train_epochs 5.0", "template qwen_mask_results: masking on"
+        "learning_rate 5e-06", "num_train_epochs 5.0", "enable_liger_kernel true: Liger's fused linear + "
+        "cross-entropy loss", "template qwen_mask_results: masking on"
     ]  # fmt: skip
 
 

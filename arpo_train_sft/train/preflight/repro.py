@@ -11,6 +11,11 @@ ARPO_EPOCHS = 3.0
 ARPO_CUTOFF_LEN = 15000
 ARPO_TEMPLATE = "qwen"
 MASKING_TEMPLATE = "qwen_mask_results"
+# ARPO's LLaMA-Factory pinned transformers<=4.52.4, whose TrainingArguments default this to false: each rank
+# divides its token losses by its own label tokens, then the gradient all-reduce averages the ranks. The
+# pinned transformers 5.5.4 defaults it to true (the token mean over the global batch).
+LOSS_KEY = "average_tokens_across_devices"
+ARPO_LOSS_VALUE = False
 
 
 def departures(values: dict, world_size: int) -> list[tuple[str, str]]:
@@ -37,6 +42,7 @@ def departures(values: dict, world_size: int) -> list[tuple[str, str]]:
         found.append(
             (f"cutoff_len {cutoff}", f"ARPO used {ARPO_CUTOFF_LEN}; rows are cut at a different length")
         )
+    found += loss_departures(values)
     template = values.get("template")
     if template == MASKING_TEMPLATE:
         found.append(
@@ -50,11 +56,41 @@ def departures(values: dict, world_size: int) -> list[tuple[str, str]]:
     return found
 
 
+def loss_departures(values: dict) -> list[tuple[str, str]]:
+    """The loss formula's departures: the token normalisation, and Liger's fused loss."""
+    found = []
+    if values.get(LOSS_KEY, True) is not ARPO_LOSS_VALUE:
+        shown = (
+            f"{LOSS_KEY} {values[LOSS_KEY]}"
+            if LOSS_KEY in values
+            else f"{LOSS_KEY} unset (true in transformers 5)"
+        )
+        found.append(
+            (
+                f"{shown}: the loss is the token mean over the whole global batch",
+                f"ARPO's transformers 4.52.4 defaulted to false (each rank's token mean, then the mean over ranks); "
+                f"set {LOSS_KEY}: false to train ARPO's loss",
+            )
+        )
+    if values.get("enable_liger_kernel") is True:
+        found.append(
+            (
+                "enable_liger_kernel true: Liger's fused linear + cross-entropy loss",
+                "ARPO trained the unfused loss. Liger divides the summed token loss by the same token count the "
+                "Trainer passes, so the formula is the same; its values differ within bf16 rounding (bash "
+                "bench/gpu_check.sh compares the first loss with it on and off)",
+            )
+        )
+    return found
+
+
 def check_reproduction(plan: Plan) -> list[Row]:
     """One warning row per departure from ARPO's published run, or one ok row."""
     from .environment import world_size
 
     found = departures(plan.cfg.values, world_size(plan))
     if not found:
-        return [Row("ARPO run", OK, "global batch, learning rate, epochs, cutoff and template match ARPO")]
+        return [
+            Row("ARPO run", OK, "global batch, learning rate, epochs, cutoff, template and loss match ARPO")
+        ]
     return [Row("ARPO run", WARN, what, why) for what, why in found]
