@@ -19,21 +19,28 @@ def run(args: argparse.Namespace) -> int:
     from ..secrets import move_to_env
     from .handshake import agree, node_info
     from .launch import failure_lines, run_teed, say, torchrun_command, training_env
-    from .preflight import SKIP_FLAG, make_plan, report, run_preflight
+    from .preflight import SKIP_FLAG, check_allowed, make_plan, report, run_preflight
     from .preflight.files import is_demo_model
     from .tokenized import tokenized_overrides
     from .topology import topology_from_env
     from .watch import Watch, watch_job
 
+    allowed = check_allowed(args.allow)
     plan = make_plan(args, fresh=args.fresh)
     cfg, gpus = plan.cfg, len(plan.gpus)
     if args.skip_preflight:
         say(f"{SKIP_FLAG}: launching without the preflight checks")
+        overridden = [f"{SKIP_FLAG}: launched without the preflight checks"]
     else:
         try:
-            report(run_preflight(plan), as_json=False, title=f"preflight: {cfg.path}")
+            overridden = report(
+                run_preflight(plan), as_json=False, title=f"preflight: {cfg.path}", allowed=allowed
+            )
         except UserError as err:
-            hint = f"preflight failed, so torchrun was not started: fix the above, or pass {SKIP_FLAG} to launch anyway"
+            hint = (
+                f"preflight failed, so torchrun was not started: fix the above, or pass {SKIP_FLAG} to launch "
+                "anyway (or --allow CHECK to launch despite that one check, CHECK as named in the table)"
+            )
             raise UserError([*err.problems, hint]) from None
     topo = topology_from_env(os.environ, gpus)
     if topo.elastic and args.fresh:
@@ -68,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
         return watches[-1] if watches else None
 
     tail, since = bytearray(), time.time()
-    code = run_teed(cmd, training_env(os.environ, on_cpu=gpus == 0) | secret_env, log_path, tail, started)
+    env = training_env(os.environ, on_cpu=gpus == 0) | secret_env
+    code = run_teed(
+        cmd, env, log_path, tail, started, notes=tuple(f"preflight override: {o}" for o in overridden)
+    )
     lost = [watch.lost for watch in watches if watch.lost]
     if lost:
         raise EnvironmentProblem([f"{lost[0]}; this node stopped its ranks too (ARPO_SFT_HEARTBEAT_TIMEOUT="
@@ -101,7 +111,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped. "
         "When nothing can be resumed but output_dir holds an earlier run, it stops before torchrun: "
         "pass --fresh, or another output_dir.",
-        epilog="example:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr",
+        epilog="examples:\n  arpo-sft train yaml/sft_config.yaml learning_rate=5e-6 output_dir=checkpoints/lr\n"
+        "  arpo-sft train yaml/qwen2.5-7b.yaml --allow memory   launch although the estimate says it does not fit",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", help="training YAML, e.g. yaml/sft_config.yaml")
@@ -112,8 +123,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="start from step 0: move an earlier run in output_dir aside (never deleted) instead of resuming",
     )
     parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="CHECK",
+        help="launch even when this one preflight check fails (CHECK as named in the table, e.g. memory; "
+        "repeatable); every other check still runs and stops the launch; training.log's header records it",
+    )
+    parser.add_argument(
         "--skip-preflight",
         action="store_true",
-        help="launch even when a preflight check fails (see `arpo-sft preflight CONFIG`)",
+        help="launch without any preflight check (see `arpo-sft preflight CONFIG`); prefer --allow CHECK",
     )
     parser.set_defaults(func=run)

@@ -104,12 +104,14 @@ def run_teed(
     log_path: Path,
     tail: bytearray | None = None,
     started: Callable[[int], Any] | None = None,
+    notes: tuple[str, ...] = (),
 ) -> int:
     """Run `cmd`, copying its output to the terminal and appending it to `log_path`; return its exit code.
 
     `tail`, when given, receives the output's last TAIL_BYTES (what `failure_lines` reads); `started`, when
     given, is called with the child's pid once it runs and returns something with `.stop()`, called when it
-    ends (the heartbeat). A log that cannot be written (its disk is full) stops being written; the terminal
+    ends (the heartbeat). `notes` go into the log's header under the command, one `# ` line each (the
+    preflight checks this launch overrode). A log that cannot be written (its disk is full) stops being written; the terminal
     keeps getting everything. A terminal that goes away (a closed SSH session) stops being written; the log
     keeps getting everything and nothing stops: the child runs in its own session, out of the terminal's
     reach, and this launcher ignores SIGHUP. Ctrl-C and SIGTERM are passed on to it, and it gets SIGTERM
@@ -120,6 +122,7 @@ def run_teed(
     with log_path.open("ab") as log:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         log.write(f"\n===== {stamp} {redact(shlex.join(cmd))}\n".encode())
+        log.write("".join(f"# {redact(note)}\n" for note in notes).encode())
         log.flush()
         hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

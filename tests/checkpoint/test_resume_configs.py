@@ -96,7 +96,8 @@ def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, 
     assert result.stderr.strip().splitlines() == [
         f"arpo-sft: error: {checkout / 'yaml' / 'demo_cpu.yaml'}: {found}: {fix}",
         "arpo-sft: error: preflight failed, so torchrun was not started: fix the above, "
-        "or pass --skip-preflight to launch anyway",
+        "or pass --skip-preflight to launch anyway (or --allow CHECK to launch despite that one check, "
+        "CHECK as named in the table)",
     ]
     # ... and the launcher, which makes the same decision, still stops when preflight is skipped.
     result = train(checkout, output_dir, CONFIGS[0], 3, "--skip-preflight")

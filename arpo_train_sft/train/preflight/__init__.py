@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ...errors import UserError
 from ...secrets import redact
-from .rows import FAIL, WARN, Gpu, Plan, Row
+from .rows import CHECKS, FAIL, WARN, Gpu, Plan, Row
 
 SKIP_FLAG = "--skip-preflight"
+ALLOWED = "allowed"  # the status a failed row of an --allow'ed check is shown with
 
 
 def checks() -> list[Callable[[Plan], list[Row]]]:
@@ -43,9 +44,18 @@ def run_preflight(plan: Plan) -> list[Row]:
     return [row for check in checks() for row in check(plan)]
 
 
-def failures(rows: list[Row]) -> list[str]:
-    """The failing rows as error lines, one each."""
-    return [row.line for row in rows if row.status == FAIL]
+def failures(rows: list[Row], allowed: tuple[str, ...] = ()) -> list[str]:
+    """The failing rows as error lines, one each, less those of the checks in `allowed`."""
+    return [row.line for row in rows if row.status == FAIL and row.check not in allowed]
+
+
+def check_allowed(names: list[str]) -> tuple[str, ...]:
+    """The `--allow` names, each one a check of the table; else one line listing the names."""
+    unknown = [name for name in names if name not in CHECKS]
+    if unknown:
+        listed = ", ".join(repr(name) if " " in name else name for name in CHECKS)
+        raise UserError(f"--allow {unknown[0]}: not a preflight check; the checks are: {listed}")
+    return tuple(dict.fromkeys(names))
 
 
 def print_table(rows: list[Row], title: str) -> None:
@@ -53,7 +63,7 @@ def print_table(rows: list[Row], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    colours = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    colours = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", ALLOWED: "bold yellow"}
     table = Table(title=title, show_lines=False)
     for column in ("check", "status", "found", "fix"):
         table.add_column(column, overflow="fold")
@@ -91,19 +101,31 @@ def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
     return Plan(cfg=cfg, gpus=gpus, env=dict(os.environ), declared=declared, fresh=fresh)
 
 
-def report(rows: list[Row], as_json: bool, title: str) -> None:
-    """Print the rows (table or JSON); raise UserError with one line per failing row."""
+def report(rows: list[Row], as_json: bool, title: str, allowed: tuple[str, ...] = ()) -> list[str]:
+    """Print the rows (table or JSON); raise UserError with one line per failing row not in `allowed`.
+
+    Returns the lines of the failed rows that `allowed` let through, for the training log's header.
+    """
+    overridden = [row for row in rows if row.status == FAIL and row.check in allowed]
     if as_json:
         print(redact(json.dumps([row.__dict__ for row in rows], indent=1)))
     else:
-        print_table(rows, title)
+        shown = [
+            Row(row.check, ALLOWED, row.found, row.fix, row.where) if row in overridden else row
+            for row in rows
+        ]
+        print_table(shown, title)
     warned = sum(row.status == WARN for row in rows)
-    problems = failures(rows)
+    problems = failures(rows, allowed)
     if not as_json:
         verdict = f"{len(problems)} failed" if problems else "all passed"
+        if overridden:
+            names = ", ".join(dict.fromkeys(row.check for row in overridden))
+            verdict = f"{len(problems)} failed, {len(overridden)} failed but allowed by --allow ({names})"
         print(f"[arpo-sft] preflight: {len(rows)} rows, {verdict}, {warned} warning(s)", flush=True)
     if problems:
         raise UserError(problems)
+    return [f"--allow {row.check}: {redact(row.line)}" for row in overridden]
 
 
 def run(args: argparse.Namespace) -> int:

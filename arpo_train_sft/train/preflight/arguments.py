@@ -12,6 +12,7 @@ from typing import Any
 from ..launch import own_bin_first
 from ..topology import free_port
 from .child import RESULT_MARK
+from .environment import installed_gpu_packages
 from .rows import FAIL, OK, SKIP, Plan, Row
 
 # Numbers LLaMA-Factory takes without a word and that only fail (or silently do nothing) once training runs.
@@ -65,13 +66,13 @@ def check_config(plan: Plan) -> list[Row]:
     ranges = range_problems(values)
     runnable = not ranges and not (deepspeed and not Path(str(deepspeed)).is_file())
     parse, adjusted = child_values(plan) if runnable else (None, [])
-    result = _ask_child(
-        plan, {"values": values, "parse": parse, "deepspeed": deepspeed if runnable else None}
-    )
+    request = {"values": values, "parse": parse, "deepspeed": deepspeed if runnable else None}
+    result = _ask_child(plan, {**request, "imports": installed_gpu_packages(values)})
     if isinstance(result, Row):  # the child crashed or hung: only our own range checks have a verdict
         skipped = "not run: LLaMA-Factory's check did not answer (see llamafactory)"
         return [Row("keys", SKIP, skipped), *_rows("values", ranges, where, "ranges ok; types not checked"),
                 Row("template", SKIP, skipped), result, Row("deepspeed schema", SKIP, skipped)]  # fmt: skip
+    plan.child.update(result)
     rows = _rows("keys", result["keys"], where, f"{len(values)} keys, all LLaMA-Factory's")
     rows += _rows("values", result["types"] + ranges, where, "types and ranges ok")
     template = values.get("template")

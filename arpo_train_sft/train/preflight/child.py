@@ -9,12 +9,17 @@ importing it once costs seconds of CPU, and this process pays that anyway.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 RESULT_MARK = "ARPO_PREFLIGHT_RESULT "
+# The module whose import loads each GPU package's compiled part: flash-attn's CUDA extension
+# (flash_attn_2_cuda, imported by its interface module) and the Liger patches LLaMA-Factory applies. A wheel
+# built against another torch passes a metadata check and fails here, instead of at model load on every rank.
+GPU_MODULES = {"flash-attn": "flash_attn.flash_attn_interface", "liger-kernel": "liger_kernel.transformers"}
 
 
 def _first_line(err: BaseException) -> str:
@@ -55,18 +60,36 @@ def deepspeed_problems(path: Path) -> list[str]:
     return []
 
 
+def import_problems(packages: list[str]) -> dict[str, str | None]:
+    """For each GPU package, the first line of what importing its compiled part raised, or None."""
+    found: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            importlib.import_module(GPU_MODULES[package])
+        except Exception as err:  # noqa: BLE001  (an ImportError, OSError or a CUDA error: each is the answer)
+            found[package] = _first_line(err)
+        else:
+            found[package] = None
+    return found
+
+
 def main() -> None:
-    """Read {"values", "parse": values or null, "deepspeed": path or null} on stdin; print one result line.
+    """Read {"values", "parse": values or null, "deepspeed": path or null, "imports": [package, ...]} on
+    stdin; print one result line.
 
     Keys and types are judged on `values` as written; `parse` (the values as the launch will pass them)
     goes through LLaMA-Factory's parser and `deepspeed` through DeepSpeed's schema only when the parent
     sent them and no key, type or template is wrong.
     """
+    import torch
+
     from ...lf import args
 
     request = json.loads(sys.stdin.read())
     values = request["values"]
     result: dict[str, Any] = {
+        "torch": torch.__version__,
+        "imports": import_problems(request.get("imports", [])),
         "keys": args.unknown_key_problems(values),
         "types": args.type_problems(values),
         "templates": sorted(args.template_names()),

@@ -18,6 +18,13 @@ _LOGGERS = {"wandb": "wandb", "tensorboard": "tensorboard"}
 # Ampere (8.0) is the first generation with bf16 tensor cores and FlashAttention-2 kernels.
 MIN_CAPABILITY = (8, 0)
 MIN_DDP_TIMEOUT_S = 600
+# How to rebuild a GPU package against the installed torch once its compiled part fails to load.
+_REINSTALL = {
+    "flash-attn": "reinstall it built for torch {torch}: pip install --force-reinstall --no-cache-dir "
+    "--no-build-isolation flash-attn (or a wheel built for torch {torch} and this CUDA)",
+    "liger-kernel": "reinstall it for torch {torch}: pip install --force-reinstall liger-kernel "
+    "(it needs the triton that torch {torch} ships with)",
+}
 
 
 def _requirement(owner: str, name: str) -> str | None:
@@ -49,14 +56,46 @@ def _version_row(name: str, owner: str, needed_for: str = "") -> Row:
     return Row("versions", OK, f"{name} {installed} ({pin})")
 
 
+def gpu_packages(values: dict) -> dict[str, str]:
+    """The GPU packages this config uses, each with the setting that asks for it."""
+    used = {}
+    if str(values.get("flash_attn", "auto")) == "fa2":
+        used["flash-attn"] = "flash_attn: fa2"
+    if values.get("enable_liger_kernel"):
+        used["liger-kernel"] = "enable_liger_kernel: true"
+    return used
+
+
+def installed_gpu_packages(values: dict) -> list[str]:
+    """The GPU packages this config uses that are installed: preflight's child imports them for real."""
+    installed = []
+    for name in gpu_packages(values):
+        try:
+            version(name)
+        except PackageNotFoundError:
+            continue
+        installed.append(name)
+    return installed
+
+
+def _import_row(row: Row, name: str, child: dict) -> Row:
+    """The version row, failed when the child could not import the package's compiled part."""
+    imports = child.get("imports", {})
+    if row.status != OK or name not in imports:
+        return row  # not installed, off the pin, or the child did not answer: the row says so already
+    torch, problem = child.get("torch", "?"), imports[name]
+    if problem is None:
+        return Row("versions", OK, f"{row.found}, loads with torch {torch}")
+    fix = _REINSTALL[name].format(torch=torch)
+    return Row("versions", FAIL, f"{name} {version(name)} does not load with torch {torch}: {problem}", fix)
+
+
 def check_versions(plan: Plan) -> list[Row]:
     """torch, transformers, llamafactory, deepspeed; flash-attn, liger-kernel and loggers when used."""
     values = plan.cfg.values
     rows = [_version_row(name, owner) for name, owner in _CORE.items()]
-    if str(values.get("flash_attn", "auto")) == "fa2":
-        rows.append(_version_row("flash-attn", DISTRIBUTION, "flash_attn: fa2"))
-    if values.get("enable_liger_kernel"):
-        rows.append(_version_row("liger-kernel", DISTRIBUTION, "enable_liger_kernel: true"))
+    for name, needed_for in gpu_packages(values).items():
+        rows.append(_import_row(_version_row(name, DISTRIBUTION, needed_for), name, plan.child))
     report_to = values.get("report_to") or []
     for backend in [report_to] if isinstance(report_to, str) else report_to:
         if backend in _LOGGERS:

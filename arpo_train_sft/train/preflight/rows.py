@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import RunConfig
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+# Every check's name, in table order: what `train --allow CHECK` accepts (a test reads every Row the
+# checks can make and holds them to this list).
+CHECKS = (
+    "keys",
+    "values",
+    "template",
+    "llamafactory",
+    "deepspeed schema",
+    "versions",
+    "gpus",
+    "bf16",
+    "flash_attn",
+    "memory",
+    "topology",
+    "ddp_timeout",
+    "model",
+    "dataset",
+    "deepspeed",
+    "output_dir",
+    "disk",
+    "resume",
+    "ARPO run",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,9 @@ class Plan:
     env: Mapping[str, str]
     declared: bool = False  # GPUs came from --gpus/--gpu-mem-gib rather than from this machine
     fresh: bool = False
+    # What preflight's one LLaMA-Factory child answered (check_config asks it first); later checks read it
+    # rather than start a second child. Empty when it did not answer.
+    child: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def where(self) -> str:
