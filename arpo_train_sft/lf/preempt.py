@@ -7,7 +7,9 @@ checkpoint-<step> (every rank writes its shards), and after the save global rank
 `stopped.json` (checkpoint/stopped.py) and every rank exits 0 without writing a final model: the run
 is not finished, and a relaunch resumes from that checkpoint.
 
-Attached by `lf.entry` to `run_exp(callbacks=...)`; `llamafactory-cli train` runs without it.
+The same all-reduce carries `health`'s loss and gradient-norm codes when a StopOnNonFinite is given, so
+watching for divergence adds no collective: a step that is not finite stops every rank before any save,
+SIGTERM or not. Attached by `lf.entry` to `run_exp(callbacks=...)`; `llamafactory-cli train` runs without it.
 """
 
 from __future__ import annotations
@@ -21,28 +23,39 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from ..checkpoint.stopped import write_note
+from .health import StopOnNonFinite
 
 
 class SaveOnSigterm(TrainerCallback):
     """Turn a SIGTERM into checkpoint-<step> and a clean exit, agreed by every rank."""
 
-    def __init__(self) -> None:
+    def __init__(self, health: StopOnNonFinite | None = None) -> None:
         self.requested = False
         self.stopping = False
+        self.health = health
         signal.signal(signal.SIGTERM, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.requested = True
 
-    def _agreed(self, device: torch.device) -> bool:
-        if not (dist.is_available() and dist.is_initialized()):
-            return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def _agreed(self, flags: torch.Tensor) -> list[float]:
+        """Every rank's flags, MAX over ranks: the one collective of the step."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return flags.tolist()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not self.stopping and self._agreed(args.device):
+        if self.stopping:
+            return control
+        flags = torch.tensor([1.0 if self.requested else 0.0], device=args.device)
+        if self.health is not None:
+            flags = torch.cat([flags, self.health.codes(args, kwargs.get("optimizer"))])
+        agreed = self._agreed(flags)
+        if self.health is not None:  # before the SIGTERM save: a non-finite step must not be saved
+            self.health.stop_if_not_finite(
+                agreed[1:], args, state, kwargs.get("model"), kwargs.get("train_dataloader")
+            )
+        if agreed[0]:
             self.stopping = True
             control.should_save = True
             control.should_training_stop = True
