@@ -1,4 +1,5 @@
-"""`arpo-sft plot`: loss, learning rate and grad norm of a run as one PNG, epochs marked."""
+"""`arpo-sft plot`: loss, learning rate and grad norm of a run as one PNG, epochs marked; throughput, MFU
+and peak memory below them when the run wrote metrics.jsonl (arpo_train_sft/lf/metrics.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from .scan import list_checkpoints
 
 TRAINER_LOG = "trainer_log.jsonl"
 TRAINER_STATE = "trainer_state.json"
+METRICS = "metrics.jsonl"  # the name lf/metrics.py writes; not imported from there, which needs torch
+RATE = "tokens_per_second_per_gpu"
 DEFAULT_PNG = "training_curves.png"
 FIGSIZE_IN = (10.0, 9.0)
 DPI = 100  # with FIGSIZE_IN: a 1000 x 900 pixel image
+FIGSIZE_METRICS_IN = (10.0, 14.0)  # five panels: the three above, throughput and memory
 
 
 @dataclass
@@ -40,6 +44,16 @@ class GradNorm:
     values: list[float]
     source: Path | None
     note: str = ""
+
+
+@dataclass(frozen=True)
+class MetricsLog:
+    """metrics.jsonl's series, one point per logged step; None where the run measured nothing (no GPU)."""
+
+    steps: list[int]
+    tokens_per_second: list[float | None]
+    mfu: list[float | None]
+    memory_gib: list[float | None]
 
 
 def _number(value: object) -> bool:
@@ -76,6 +90,24 @@ def read_trainer_log(path: Path) -> TrainerLog:
         log.lr.append(lr)
         log.epoch.append(epoch)
     return log
+
+
+def read_metrics(path: Path) -> MetricsLog:
+    """Parse metrics.jsonl, if there is one: a repeated step (a resumed run) keeps its later line, and a line
+    that is not a record (one torn by a full disk, which the writer only warns about) is left out."""
+    records: dict[int, dict] = {}
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and type(entry.get("step")) is int and _number(entry.get(RATE)):
+            records[entry["step"]] = entry
+    steps = sorted(records)
+    keys = (RATE, "mfu", "peak_memory_gib")
+    series = [[float(v) if _number(v := records[s].get(k)) else None for s in steps] for k in keys]
+    return MetricsLog(steps, *series)
 
 
 def newest_state(output_dir: Path) -> Path | None:
@@ -134,14 +166,38 @@ def ema(values: list[float], span: int) -> list[float]:
     return smoothed
 
 
-def draw(log: TrainerLog, grad: GradNorm, title: str, out: Path) -> None:
-    """Three stacked panels sharing the step axis, written atomically to out as PNG."""
+def note(ax, text: str) -> None:
+    """Say in the middle of an empty panel why it is empty."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", wrap=True)
+    ax.set_yticks([])
+
+
+def draw_metrics(metrics: MetricsLog, ax_rate, ax_memory) -> None:
+    """Tokens/s/GPU with MFU on a second axis, and the peak memory; a note where nothing was measured."""
+    ax_rate.plot(metrics.steps, metrics.tokens_per_second, color="tab:purple", linewidth=1)
+    ax_rate.set_ylabel("tokens/s/GPU")
+    if any(v is not None for v in metrics.mfu):
+        ax_mfu = ax_rate.twinx()
+        percent = [v * 100 if v is not None else None for v in metrics.mfu]  # a None is a gap
+        ax_mfu.plot(metrics.steps, percent, color="tab:red", linewidth=1)
+        ax_mfu.set_ylabel("MFU %", color="tab:red")
+    if any(v is not None for v in metrics.memory_gib):
+        ax_memory.plot(metrics.steps, metrics.memory_gib, color="tab:brown")
+    else:
+        note(ax_memory, "peak memory not measured (no GPU)")
+    ax_memory.set_ylabel("peak memory GiB")
+
+
+def draw(log: TrainerLog, grad: GradNorm, title: str, out: Path, metrics: MetricsLog | None = None) -> None:
+    """Stacked panels sharing the step axis (three, five with metrics), written atomically to out as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_lr, ax_grad) = plt.subplots(3, 1, sharex=True, figsize=FIGSIZE_IN, dpi=DPI)
+    panels, size = (5, FIGSIZE_METRICS_IN) if metrics and metrics.steps else (3, FIGSIZE_IN)
+    fig, axes = plt.subplots(panels, 1, sharex=True, figsize=size, dpi=DPI)
+    ax_loss, ax_lr, ax_grad = axes[:3]
     fig.suptitle(title)
     # Short runs are readable as they are; long noisy ones need the trend drawn over the raw points.
     span = max(2, len(log.loss) // 25)
@@ -151,26 +207,26 @@ def draw(log: TrainerLog, grad: GradNorm, title: str, out: Path) -> None:
     ax_loss.set_ylabel("training loss")
     ax_loss.legend(loc="upper right")
 
-    lr_points = [(s, v) for s, v in zip(log.steps, log.lr, strict=True) if v is not None]
-    ax_lr.plot([s for s, _ in lr_points], [v for _, v in lr_points], color="tab:orange")
+    ax_lr.plot(log.steps, log.lr, color="tab:orange")  # a None is a gap
     ax_lr.set_ylabel("learning rate")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
 
     if grad.steps:
         ax_grad.plot(grad.steps, grad.values, color="tab:green", linewidth=1)
     else:
-        ax_grad.text(0.5, 0.5, grad.note, transform=ax_grad.transAxes, ha="center", va="center", wrap=True)
-        ax_grad.set_yticks([])
+        note(ax_grad, grad.note)
     ax_grad.set_ylabel("grad norm")
-    ax_grad.set_xlabel("global step")
+    if panels == 5:
+        draw_metrics(metrics, *axes[3:])
+    axes[-1].set_xlabel("global step")
 
     for step, number in epoch_boundaries(log.steps, log.epoch):
-        for ax in (ax_loss, ax_lr, ax_grad):
+        for ax in axes:
             ax.axvline(step, color="gray", linestyle="--", linewidth=0.8)
         ax_loss.annotate(
             f" epoch {number}", (step, 1.0), xycoords=("data", "axes fraction"), va="top", color="gray"
         )
-    for ax in (ax_loss, ax_lr, ax_grad):
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     try:
@@ -180,7 +236,7 @@ def draw(log: TrainerLog, grad: GradNorm, title: str, out: Path) -> None:
         plt.close(fig)
 
 
-def plot_run(output_dir: Path, out: Path) -> tuple[TrainerLog, GradNorm]:
+def plot_run(output_dir: Path, out: Path) -> tuple[TrainerLog, GradNorm, MetricsLog]:
     """Read the run in output_dir and write its curves to out."""
     log_path = output_dir / TRAINER_LOG
     if not log_path.is_file():
@@ -203,15 +259,16 @@ def plot_run(output_dir: Path, out: Path) -> tuple[TrainerLog, GradNorm]:
     if epochs:
         title += f", {epochs[-1]:.2f} epochs"
     grad = read_grad_norm(output_dir)
-    draw(log, grad, title, out)
-    return log, grad
+    metrics = read_metrics(output_dir / METRICS)
+    draw(log, grad, title, out, metrics)
+    return log, grad, metrics
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the PNG and say what went into it."""
     output_dir = Path(args.output_dir)
     out = Path(args.out) if args.out else output_dir / DEFAULT_PNG
-    log, grad = plot_run(output_dir, out)
+    log, grad, metrics = plot_run(output_dir, out)
     print(f"wrote {out}: {len(log.steps)} loss points, steps {log.steps[0]}-{log.steps[-1]}")
     if log.malformed:
         print(
@@ -221,6 +278,8 @@ def run(args: argparse.Namespace) -> int:
     if log.repeated:
         print(f"note: {log.repeated} step(s) were logged twice (a resumed run); the later values are drawn")
     print(f"grad norm: {len(grad.steps)} points from {grad.source}" if grad.steps else f"note: {grad.note}")
+    if metrics.steps:
+        print(f"throughput: {len(metrics.steps)} points from {output_dir / METRICS}")
     return 0
 
 
@@ -231,7 +290,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="draw loss, learning rate and grad norm of a run (finished or still training) as one PNG",
         description="Read OUTPUT_DIR/trainer_log.jsonl (loss, lr, epoch) and the newest trainer_state.json "
         "(grad_norm; the final one or the newest checkpoint-*/ while training runs) and draw three "
-        "panels over the global step, with an EMA over the raw loss and dashed lines where epochs start.",
+        "panels over the global step, with an EMA over the raw loss and dashed lines where epochs start. "
+        "When OUTPUT_DIR/metrics.jsonl exists, two more: tokens/s per GPU with MFU, and peak GPU memory.",
         epilog="example:\n  arpo-sft plot checkpoints/qwen2.5-7b-sft --out curves.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,4 @@
-"""Model shapes for the memory estimate: read from a model's config.json, or from Qwen2.5's published ones."""
+"""Model shapes (from a model's config.json, or Qwen2.5's published ones) and the FLOPs MFU counts on them."""
 
 from __future__ import annotations
 
@@ -43,6 +43,30 @@ class ModelShape:
     def largest_module_params(self) -> int:
         """What ZeRO-3 gathers whole at once: the embedding (or lm_head) or one layer, whichever is bigger."""
         return max(self.embedding_params(), self.layer_params())
+
+    def matmul_params(self) -> int:
+        """Parameters that multiply activations: each layer's projections and the lm_head (tied or not).
+
+        The embedding is a lookup, and biases and norms are elementwise, so none of them is counted."""
+        h, kv = self.hidden, self.kv_dim
+        return self.layers * (2 * h * h + 2 * h * kv + 3 * h * self.intermediate) + self.vocab * h
+
+
+def training_flops(shape: ModelShape, tokens: float, squares: float) -> float:
+    """Model FLOPs to train on rows of lengths n_i, given tokens = sum n_i and squares = sum n_i^2.
+
+    Convention (model FLOPs, as MFU counts them): forward + backward = 3 x forward, a multiply-add is
+    2 FLOPs, recomputation by gradient checkpointing is not counted. Matmuls: 6 x matmul_params per token.
+    Attention is causal: the token at position i scores and mixes i keys, 2 x 2 x hidden x i FLOPs per
+    layer forward, so a row of n tokens costs 2 x hidden x n^2 per layer forward, 6 x hidden x n^2 to
+    train: half of PaLM's 12 x layers x hidden x seq_len per token (appendix B), which counts the full square.
+    """
+    return 6 * shape.matmul_params() * tokens + 6 * shape.layers * shape.hidden * squares
+
+
+def flops_per_token(shape: ModelShape, seq_len: int) -> float:
+    """Training FLOPs per token of seq_len-token rows: 6 x matmul_params + 6 x layers x hidden x seq_len."""
+    return 6 * shape.matmul_params() + 6 * shape.layers * shape.hidden * seq_len  # training_flops for one row
 
 
 # From each model's config.json on the Hugging Face hub (Qwen/Qwen2.5-{3B,7B,14B}-Instruct; the base models

@@ -144,3 +144,44 @@ def test_missing_trainer_log_is_a_user_error(tmp_path: Path):
     (line,) = err.value.problems
     assert str(tmp_path / "trainer_log.jsonl") in line and "output_dir" in line
     assert not (tmp_path / "training_curves.png").exists()
+
+
+def write_metrics(run: Path, gpu: bool) -> None:
+    """metrics.jsonl as lf/metrics.py writes it: one line per logged step; a resume repeats step 600."""
+    lines = [
+        {"step": s, "tokens_per_second_per_gpu": 3000.0 + s, "mfu": 0.4 if gpu else None,
+         "peak_memory_gib": 60.0 + s / 1000 if gpu else None, "tokens": 96000, "seconds": 4.0}
+        for s in range(1, STEPS + 1)
+    ]  # fmt: skip
+    lines.append({**lines[-1], "tokens_per_second_per_gpu": 1.0})
+    text = (
+        "\n".join(json.dumps(line) for line in lines) + '\n{"step": 601, "tokens_per_se'
+    )  # torn by a full disk
+    (run / "metrics.jsonl").write_text(text)
+
+
+def test_metrics_jsonl_adds_throughput_and_memory_panels(tmp_path: Path, capsys):
+    run = write_run(tmp_path / "run")
+    write_metrics(run, gpu=True)
+    metrics = plot.read_metrics(run / "metrics.jsonl")
+    assert metrics.steps == list(range(1, STEPS + 1))  # the torn last line is not a point
+    assert metrics.tokens_per_second[-1] == 1.0  # the resumed run's value of the repeated step
+    assert metrics.mfu[0] == 0.4 and metrics.memory_gib[0] == 60.001
+    assert run_cli(str(run)) == 0
+    image = read_png(run / "training_curves.png")
+    width, height = (int(v * plot.DPI) for v in plot.FIGSIZE_METRICS_IN)
+    assert image.shape[:2] == (height, width)
+    assert f"throughput: 600 points from {run / 'metrics.jsonl'}" in capsys.readouterr().out
+
+
+def test_metrics_without_a_gpu_are_none_and_still_drawn(tmp_path: Path):
+    run = write_run(tmp_path / "run")
+    write_metrics(run, gpu=False)
+    metrics = plot.read_metrics(run / "metrics.jsonl")
+    assert set(metrics.mfu) == {None} and set(metrics.memory_gib) == {None}
+    assert run_cli(str(run)) == 0
+    assert read_png(run / "training_curves.png").shape[0] == int(plot.FIGSIZE_METRICS_IN[1] * plot.DPI)
+
+
+def test_no_metrics_jsonl_reads_as_no_points(tmp_path: Path):
+    assert plot.read_metrics(tmp_path / "metrics.jsonl") == plot.MetricsLog([], [], [], [])
