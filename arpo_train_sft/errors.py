@@ -10,6 +10,11 @@ EXIT_DATA = 1
 EXIT_USER_ERROR = 2
 # "This host cannot do it safely" (e.g. no sandbox isolation, the disk filled up); nothing more was run.
 EXIT_ENVIRONMENT = 3
+# `arpo-sft train` stopped at the first step whose loss or gradient norm was not finite, saving nothing after
+# it. 4 is the next free code: 1-3 are taken, 70 and 128+ mean other things, and torchrun's own failures are 1.
+EXIT_DIVERGED = 4
+# `arpo-sft train`: a rank ran out of GPU memory; one line names the rank, step, tokens and the change to make.
+EXIT_OOM = 5
 # Our own bug: an exception nobody expected (sysexits' EX_SOFTWARE); the traceback goes to a file.
 EXIT_INTERNAL = 70
 # Stopped by Ctrl-C (128 + SIGINT, as shells report it).
@@ -22,6 +27,8 @@ EXIT_TABLE = f"""exit status (every command):
   {EXIT_DATA}    data breaks ARPO's rules (data check / prepare / parity found rows to fix)
   {EXIT_USER_ERROR}    user error: a bad flag, path, config key or value; one line each, nothing started
   {EXIT_ENVIRONMENT}    this host cannot do it (no sandbox isolation, the disk filled up)
+  {EXIT_DIVERGED}    train: a step's loss or grad_norm was not finite; nothing saved after it (see the one line)
+  {EXIT_OOM}    train: a rank ran out of GPU memory (the one line names the step and the cheapest change)
   {EXIT_INTERNAL}   internal error (a bug): one line on stderr, the full traceback in a file it names
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
   {EXIT_PREEMPTED}  train: stopped by SIGTERM after saving checkpoint-<step>; the same command resumes it

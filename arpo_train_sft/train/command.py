@@ -12,13 +12,16 @@ import time
 def run(args: argparse.Namespace) -> int:
     """Run preflight, agree on the job's resume, then launch torchrun with its output teed to this node's log."""
     from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
+    from ..checkpoint.diverged import diverged_exit
     from ..checkpoint.resume import resume_overrides
     from ..checkpoint.stopped import read_note
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
-    from ..errors import EXIT_PREEMPTED, EnvironmentProblem, UserError
+    from ..errors import EXIT_OOM, EXIT_PREEMPTED, EnvironmentProblem, UserError
     from ..secrets import move_to_env
     from .handshake import agree, node_info
     from .launch import failure_lines, run_teed, say, torchrun_command, training_env
+    from .oom import LOG_ENV, MARKER, oom_line
+    from .oom import read_note as read_oom
     from .preflight import SKIP_FLAG, check_allowed, make_plan, report, run_preflight
     from .preflight.files import is_demo_model
     from .tokenized import tokenized_overrides
@@ -75,10 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return watches[-1] if watches else None
 
     tail, since = bytearray(), time.time()
-    env = training_env(os.environ, on_cpu=gpus == 0) | secret_env
-    code = run_teed(
-        cmd, env, log_path, tail, started, notes=tuple(f"preflight override: {o}" for o in overridden)
-    )
+    env = training_env(os.environ, on_cpu=gpus == 0) | secret_env | {LOG_ENV: str(log_path.resolve())}
+    notes = tuple(f"preflight override: {o}" for o in overridden)
+    code = run_teed(cmd, env, log_path, tail, started, notes=notes, quiet_from=MARKER.encode())
     lost = [watch.lost for watch in watches if watch.lost]
     if lost:
         raise EnvironmentProblem([f"{lost[0]}; this node stopped its ranks too (ARPO_SFT_HEARTBEAT_TIMEOUT="
@@ -89,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
         say(f"stopped by {note['signal']} at step {note['step']} of {note['max_steps']} after saving "
             f"{note['checkpoint']}; the same command resumes from it")  # fmt: skip
         return EXIT_PREEMPTED
+    if (diverged := diverged_exit(cfg.output_dir, since)) is not None:
+        return diverged
+    oom = read_oom(cfg.output_dir, since) if code else None
+    if oom is not None:
+        memory = min((gpu.mem_gib for gpu in plan.gpus), default=None)
+        say(f"{oom_line(oom, cfg, topo.nproc_per_node * topo.nnodes, memory)} (tracebacks: {log_path})")
+        return EXIT_OOM
     problems = failure_lines(bytes(tail), cfg.output_dir) if code else []
     if problems and problems[0].startswith("output_dir"):
         raise EnvironmentProblem(problems)
@@ -107,6 +116,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "rendezvous RDZV_ENDPOINT, RDZV_ID, MIN_NNODES, MAX_NNODES; RDZV_TIMEOUT bounds every wait for the other "
         "nodes. Each node logs to its own file in output_dir (training.log on node 0). SIGTERM saves a checkpoint "
         "at the end of the step and exits 143; the same command resumes. "
+        "A step whose loss or gradient norm is not finite stops every rank before it is saved (exit 4); "
+        "a rank out of GPU memory is one line naming the step and the cheapest change (exit 5). "
+        "metrics.jsonl in output_dir holds tokens/s/GPU, MFU and peak memory per logged step. "
         "A relaunch resumes from the newest complete "
         "checkpoint; incomplete ones (a crash while saving) are renamed *.incomplete-<time> and skipped. "
         "When nothing can be resumed but output_dir holds an earlier run, it stops before torchrun: "

@@ -25,10 +25,17 @@ ENTRY_MODULE = "arpo_train_sft.entry"
 TAIL_BYTES = 1 << 20
 
 
+# Whether the ranks' output last shown on the terminal ended mid-line (a progress bar does): a launcher line
+# then starts on a line of its own.
+_MID_LINE = [False]
+
+
 def say(message: str) -> None:
     """One launcher line on stdout, before the ranks' own output."""
     try:
-        print(f"[arpo-sft] {redact(message)}", flush=True)
+        prefix = "\n" if _MID_LINE[0] else ""
+        print(f"{prefix}[arpo-sft] {redact(message)}", flush=True)
+        _MID_LINE[0] = False
     except OSError:
         terminal_gone()
 
@@ -105,13 +112,16 @@ def run_teed(
     tail: bytearray | None = None,
     started: Callable[[int], Any] | None = None,
     notes: tuple[str, ...] = (),
+    quiet_from: bytes = b"",
 ) -> int:
     """Run `cmd`, copying its output to the terminal and appending it to `log_path`; return its exit code.
 
     `tail`, when given, receives the output's last TAIL_BYTES (what `failure_lines` reads); `started`, when
     given, is called with the child's pid once it runs and returns something with `.stop()`, called when it
     ends (the heartbeat). `notes` go into the log's header under the command, one `# ` line each (the
-    preflight checks this launch overrode). A log that cannot be written (its disk is full) stops being written; the terminal
+    preflight checks this launch overrode). From the first `quiet_from` in the output on (a rank's
+    out-of-memory marker), the terminal gets nothing more: the rest, tracebacks of every rank, goes to the
+    log only. A log that cannot be written (its disk is full) stops being written; the terminal
     keeps getting everything. A terminal that goes away (a closed SSH session) stops being written; the log
     keeps getting everything and nothing stops: the child runs in its own session, out of the terminal's
     reach, and this launcher ignores SIGHUP. Ctrl-C and SIGTERM are passed on to it, and it gets SIGTERM
@@ -131,7 +141,7 @@ def run_teed(
         # torchrun turns SIGTERM into a clean stop of every rank (they save first); pass ours on (`kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
         watcher = started(proc.pid) if started else None
-        sink = _Sink(log, log_path, tail)
+        sink = _Sink(log, log_path, tail, quiet_from)
         interrupts = 0
         try:
             while True:
@@ -166,20 +176,18 @@ _PR_SET_PDEATHSIG = 1
 class _Sink:
     """Where the child's output goes: the terminal while it is there, the log while it has room, the tail."""
 
-    def __init__(self, log: Any, log_path: Path, tail: bytearray) -> None:
-        self.log, self.log_path, self.tail = log, log_path, tail
+    def __init__(self, log: Any, log_path: Path, tail: bytearray, quiet_from: bytes = b"") -> None:
+        self.log, self.log_path, self.tail, self.quiet_from = log, log_path, tail, quiet_from
         self.logging = self.echo = True
 
     def drain(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-            if self.echo:
-                try:
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.buffer.flush()
-                except OSError:
-                    self.echo = False  # the terminal is gone; training goes on, into the log
-                    terminal_gone()
+            if self.echo and self.quiet_from and self.quiet_from in chunk:
+                self._show(chunk[: chunk.index(self.quiet_from)])
+                self.echo = False  # the log keeps the rest; the launcher says what happened in one line
+            elif self.echo:
+                self._show(chunk)
             self.tail += chunk
             del self.tail[:-TAIL_BYTES]
             if self.logging:
@@ -189,6 +197,17 @@ class _Sink:
                 except OSError as err:
                     self.logging = False
                     self.tail += f"\n{self.log_path}: {err.strerror}\n".encode()
+
+    def _show(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        try:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            _MID_LINE[0] = not chunk.endswith(b"\n")
+        except OSError:
+            self.echo = False  # the terminal is gone; training goes on, into the log
+            terminal_gone()
 
 
 # torchrun's failure summary names each failed rank: "rank      : 1 (local_rank: 1)" then "exitcode  : -9".

@@ -345,6 +345,9 @@ def test_disk_counts_the_checkpoints_kept(tmp_path: Path):
     assert "2 checkpoint(s) x 121.8 GB" in rows["disk"].found
     assert rows["disk"].status == (OK if need <= shutil.disk_usage(tmp_path).free else FAIL)
     assert rows["resume"].found.startswith("starts at step 0")
+    # save_strategy "no" writes no checkpoint, however many steps and save_steps say (the GPU benchmark).
+    values.update(max_steps=1_000_000, save_steps=1, save_total_limit=None, save_strategy="no")
+    assert "(0 checkpoint(s) x 121.8 GB" in check_output_dir(plan_for(values))[1].found
 
 
 def test_saved_model_without_checkpoint_is_refused(tmp_path: Path):

@@ -157,6 +157,8 @@ def _saves(plan: Plan) -> int | None:
     from .sizes import count_rows
 
     values = plan.cfg.values
+    if str(values.get("save_strategy", "steps")).lower() == "no":
+        return 0  # no checkpoint at all (bench/gpu_throughput.py's runs): only the final model
     try:
         steps = values.get("max_steps", -1)
         if steps <= 0:
