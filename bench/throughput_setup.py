@@ -11,40 +11,32 @@ import sys
 from pathlib import Path
 
 import yaml
+from arpo_train_sft.train.shapes import QWEN25_SHAPES, ModelShape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prepare import synthetic_rows  # noqa: E402  (the one owner of the ARPO length model)
 
 REPO = Path(__file__).resolve().parents[1]
-# Qwen2.5 shapes from the published config.json files.
+
+
+def _config(shape: ModelShape) -> dict:
+    """The config.json keys of a shape (the package's one table of Qwen2.5 shapes, train/shapes.py)."""
+    return dict(
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        vocab_size=shape.vocab,
+        tie_word_embeddings=shape.tied,
+    )
+
+
+# The 3B and 7B presets' models; "tiny" is the demo model's shape (demo/model.py), for the CPU smoke run.
 SHAPES = {
-    "3b": dict(
-        hidden_size=2048,
-        intermediate_size=11008,
-        num_hidden_layers=36,
-        num_attention_heads=16,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "7b": dict(
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        vocab_size=152064,
-        tie_word_embeddings=False,
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
+    "3b": _config(QWEN25_SHAPES["Qwen2.5-3B"]),
+    "7b": _config(QWEN25_SHAPES["Qwen2.5-7B"]),
+    "tiny": _config(ModelShape(64, 128, 2, 4, 2, 151936, tied=True)),
 }
 PRESETS = {"3b": "yaml/qwen2.5-3b.yaml", "7b": "yaml/qwen2.5-7b.yaml", "tiny": "yaml/demo_cpu.yaml"}
 SEED = 0  # which ARPO-shaped rows are drawn

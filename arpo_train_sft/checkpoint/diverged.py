@@ -13,15 +13,14 @@ than the launch it is read after belongs to an earlier launch and is ignored.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_writer
 from ..errors import EXIT_DIVERGED
 from ..train.preflight.repro import ARPO_LEARNING_RATE
+from . import notes
 from .scan import checkpoint_step, list_checkpoints, scan
 
 NOTE = "diverged.json"
@@ -62,20 +61,15 @@ def write_note(
         "facts": asdict(facts),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    with atomic_writer(output_dir / NOTE) as handle:
-        json.dump(note, handle, indent=1)
-    return note
+    return notes.write_note(output_dir / NOTE, note)
 
 
 def read_note(output_dir: Path, since: float) -> dict[str, Any] | None:
     """The note a run launched at `since` (time.time()) left, or None when it left none."""
-    path = output_dir / NOTE
+    note = notes.read_note(output_dir / NOTE, since)
     try:
-        if path.stat().st_mtime < since:
-            return None
-        note = json.loads(path.read_text(encoding="utf-8"))
-        Facts(**note["facts"])
-    except (OSError, ValueError, KeyError, TypeError):
+        Facts(**note["facts"])  # a note of another shape is not this launch's verdict
+    except (KeyError, TypeError):
         return None
     return note if isinstance(note.get("step"), int) else None
 

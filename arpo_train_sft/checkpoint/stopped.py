@@ -8,12 +8,11 @@ A note older than the launch it is read after belongs to an earlier launch and i
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_writer
+from . import notes
 
 NOTE = "stopped.json"
 
@@ -22,18 +21,10 @@ def write_note(output_dir: Path, step: int, max_steps: int, signal_name: str) ->
     """Record that the run stopped at `step` with checkpoint-<step> saved; the note as written."""
     note = {"step": step, "max_steps": max_steps, "checkpoint": str(output_dir / f"checkpoint-{step}"),
             "signal": signal_name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-    with atomic_writer(output_dir / NOTE) as handle:
-        json.dump(note, handle, indent=1)
-    return note
+    return notes.write_note(output_dir / NOTE, note)
 
 
 def read_note(output_dir: Path, since: float) -> dict[str, Any] | None:
     """The note a run launched at `since` (time.time()) left, or None when it left none."""
-    path = output_dir / NOTE
-    try:
-        if path.stat().st_mtime < since:
-            return None
-        note = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return note if isinstance(note, dict) and isinstance(note.get("step"), int) else None
+    note = notes.read_note(output_dir / NOTE, since)
+    return note if note is not None and isinstance(note.get("step"), int) else None

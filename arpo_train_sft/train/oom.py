@@ -12,12 +12,12 @@ advice as overrides to paste.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_writer
+from ..checkpoint.notes import read_note as read_json_note
+from ..checkpoint.notes import write_note as write_json_note
 from ..errors import UserError
 from .config import RunConfig
 
@@ -29,23 +29,15 @@ LOG_ENV = "ARPO_SFT_LOG"
 def write_note(output_dir: Path, rank: int, step: int, tokens: int | None) -> Path:
     """Record rank's out-of-memory error at step (tokens: the micro-batch's, None before any forward)."""
     path = output_dir / f"oom-rank{rank}.json"
-    note = {"rank": rank, "step": step, "tokens": tokens, "time": time.time()}
-    with atomic_writer(path) as handle:
-        json.dump(note, handle)
+    write_json_note(path, {"rank": rank, "step": step, "tokens": tokens, "time": time.time()})
     return path
 
 
 def read_note(output_dir: Path, since: float) -> dict[str, Any] | None:
     """The earliest note a rank of the launch at `since` left, or None."""
-    notes = []
-    for path in output_dir.glob("oom-rank*.json"):
-        try:
-            note = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(note, dict) and isinstance(note.get("time"), (int, float)) and note["time"] >= since:
-            notes.append(note)
-    return min(notes, key=lambda note: note["time"]) if notes else None
+    found = [read_json_note(path, since) for path in output_dir.glob("oom-rank*.json")]
+    found = [note for note in found if note is not None and isinstance(note.get("time"), (int, float))]
+    return min(found, key=lambda note: note["time"]) if found else None
 
 
 def oom_line(note: dict[str, Any], cfg: RunConfig, gpus: int, gpu_mem_gib: float | None) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import load
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Recorded from `python bench/loss_check.py` on 2 CPU ranks (fp32, no Liger): the report's real shape.
@@ -22,11 +24,7 @@ LOSS_REPORT = FIXTURES / "loss_check_cpu.json"
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load("gpu_check")
 
 
 @pytest.fixture(scope="module")

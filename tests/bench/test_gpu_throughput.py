@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,15 +17,6 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # Hand-written 7B log, one rank, cutoff 4096 (tests/bench/test_throughput_log.py says what is in it).
 GPU_LOG = FIXTURES / "trainer_log_7b_one_rank_synthetic.jsonl"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", BENCH / "gpu_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_throughput"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -17,15 +16,6 @@ CPU_LOG = FIXTURES / "trainer_log_cpu_smoke_2ranks.jsonl"
 # steps of 2.0 s, then rows of 1,500, 4,096, 800 and 2,304 tokens taking 0.9, 2.0, 0.6 and 1.2 s, and a
 # last line cut short as a kill leaves it.
 GPU_LOG = FIXTURES / "trainer_log_7b_one_rank_synthetic.jsonl"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("gpu_throughput", BENCH / "gpu_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_throughput"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
