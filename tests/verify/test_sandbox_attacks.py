@@ -2,13 +2,12 @@
 
 Each snippet is what hostile model-written code would try; each test checks the outcome from the host side
 too (the test's own listener never accepts, no process with the snippet's marker is left in /proc).
+The socket families a network namespace leaves open, and kernel keyrings, are in test_sandbox_seccomp.py.
 """
 
 from __future__ import annotations
 
 import ast
-import ctypes
-import platform
 import shutil
 import socket
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from arpo_train_sft.verify.sandbox import IsolationUnavailable, isolation_problem, run_python, visible_paths
-from arpo_train_sft.verify.sandbox.jail import SYSCALLS
 
 problem = isolation_problem()
 pytestmark = pytest.mark.skipif(
@@ -93,17 +91,6 @@ def test_no_privilege_is_left_to_the_snippet() -> None:
     assert capabilities == [0] * 6  # the old sandbox kept CAP_DAC_READ_SEARCH and read /etc/shadow
     assert 0 not in resuid and groups == []
     assert pid == 2  # its own PID namespace: init is 1, the snippet 2, and no host process is visible
-
-
-@pytest.mark.skipif(platform.machine() not in SYSCALLS, reason="keyctl syscall number unknown here")
-def test_the_callers_session_keyring_is_not_shared() -> None:
-    number = SYSCALLS[platform.machine()]["keyctl"]
-    get_session_keyring = (
-        f"ctypes.CDLL(None, use_errno=True).syscall({number}, 0, -3, 1)"  # KEYCTL_GET_KEYRING_ID
-    )
-    mine = eval(get_session_keyring, {"ctypes": ctypes})
-    theirs = run_python(f"import ctypes\nprint({get_session_keyring})").stdout.strip()
-    assert theirs and int(theirs) != mine
 
 
 def test_python_sockets_reach_nothing(listener: socket.socket) -> None:

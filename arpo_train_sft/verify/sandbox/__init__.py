@@ -3,8 +3,9 @@
 Linux only. The parent starts `child.py` as a script (no `preexec_fn`: forking a threaded parent,
 torch, and running Python before exec can deadlock); the child isolates and limits itself. Isolated mode:
 new mount, PID, network, IPC and UTS namespaces, a root holding only `visible_paths()` read-only and a
-size-limited scratch /tmp, no capability, resource limits. Weak mode, where the host allows no namespaces,
-only when asked for (`allow_weak=True`): resource limits, nobody, a patched socket module, descendants killed.
+size-limited scratch /tmp, no capability, resource limits, and a seccomp filter (seccomp.py) for the socket
+families and keyrings no namespace isolates. Weak mode, where the host allows no namespaces, only when asked
+for (`allow_weak=True`): resource limits, nobody, no socket at all, descendants killed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import json
 import os
 import pwd
+import re
 import selectors
 import shutil
 import signal
@@ -31,7 +33,13 @@ OUTPUT_LIMIT = 4000  # characters kept of stdout and of stderr each
 TRUNCATED = "\n... [output truncated after {limit} characters]"
 SCRATCH_MB = 64  # the snippet's whole writable disk (a tmpfs, so host memory), files included
 BACKSTOP_S = 5  # after the child's own wall-clock limit, the parent kills its process group itself
-SETUP_FAILED = 87  # SandboxResult.exit_code when the sandbox could not be built
+SETUP_FAILED = 87  # SandboxResult.exit_code when the sandbox could not be built, or failed itself
+NOT_RUN = 86  # SandboxResult.exit_code when the code was refused before running (too large)
+# The largest snippet it runs: a tool call is a few lines, and parsing grows with the source.
+CODE_LIMIT_BYTES = 1 << 20
+TIMEOUT_LIMIT_S = 3600.0  # the longest wall clock one call may be given
+# Control characters a terminal would act on (C0 but newline and tab, DEL, C1): escaped on a terminal only.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # What the sandbox sees of the host besides this interpreter's prefixes: programs and shared libraries.
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache")
 WEAK_FLAG = "--allow-weak-sandbox"
@@ -73,25 +81,43 @@ def isolation_problem() -> str | None:
 
 
 def run_python(
-    code: str, timeout_s: float = 10, memory_mb: int = 1024, cpu_s: int = 10, scratch_mb: int = SCRATCH_MB,
-    *, allow_weak: bool = False, probe: Callable[[], str | None] | None = None,
-) -> SandboxResult:  # fmt: skip
+    code: str,
+    timeout_s: float = 10,
+    memory_mb: int = 1024,
+    cpu_s: int = 10,
+    scratch_mb: int = SCRATCH_MB,
+    *,
+    allow_weak: bool = False,
+    probe: Callable[[], str | None] | None = None,
+) -> SandboxResult:
     """Run `code` in a fresh sandbox; raise IsolationUnavailable where isolation is unavailable.
 
     `allow_weak=True` runs it in weak mode there instead. `probe` (default `isolation_problem`) is
     injectable so that the refusal and the weak mode can be exercised on a host that isolates.
     """
+    if not 0 < timeout_s <= TIMEOUT_LIMIT_S:  # NaN fails this too
+        raise ValueError(f"timeout_s must be above 0 and at most {TIMEOUT_LIMIT_S:g}, not {timeout_s!r}")
     problem = (probe or isolation_problem)()
     if problem and not allow_weak:
         raise IsolationUnavailable(
             f"the python sandbox cannot isolate model-written code on this host ({problem}); let this process "
             "create namespaces (root: CAP_SYS_ADMIN and seccomp/AppArmor profiles that permit unshare, mount and "
             f"pivot_root; others: unprivileged user namespaces), or pass {WEAK_FLAG} to accept a weaker sandbox "
-            "(resource limits, no root, socket module disabled; but the files its user can read are readable "
-            "and ctypes sockets connect)"
+            "(resource limits, no root, no socket where the kernel allows a seccomp filter; but the files its "
+            "user can read are readable)"
         )
+    mode = "weak" if problem else "isolated"
+    size = len(code.encode("utf-8", errors="surrogatepass"))
+    if size > CODE_LIMIT_BYTES:
+        why = f"sandbox: the code is {size:,} bytes, over the {CODE_LIMIT_BYTES:,}-byte limit; nothing was run\n"
+        return SandboxResult("", why, NOT_RUN, False, None, mode, 0)
     limits = {"memory_mb": memory_mb, "cpu_s": cpu_s, "scratch_mb": scratch_mb}
     return _launch(code, timeout_s, limits, isolate=problem is None)
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with each control character but newline and tab written as `\\x1b`, so a terminal acts on none."""
+    return CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def visible_paths() -> list[str]:
@@ -116,18 +142,41 @@ def _launch(code: str, timeout_s: float, limits: dict[str, int], isolate: bool) 
             os.chown(work, uid, gid)
             base.chmod(0o711)
         home = "/tmp" if isolate else str(work)
-        config = {**limits, "code": str(base / "snippet.py"), "isolate": isolate, "timeout_s": timeout_s,
-                  "uid": uid, "gid": gid, "root": str(root), "work": str(work), "visible": visible_paths(),
-                  "status_fd": status_write}  # fmt: skip
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home,
-               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "MPLBACKEND": "Agg",
-               # BLAS pools would spend the task allowance on threads the snippet never asked for.
-               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+        config = {
+            **limits,
+            "code": str(base / "snippet.py"),
+            "isolate": isolate,
+            "timeout_s": timeout_s,
+            "uid": uid,
+            "gid": gid,
+            "root": str(root),
+            "work": str(work),
+            "visible": visible_paths(),
+            "status_fd": status_write,
+        }
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": home,
+            "TMPDIR": home,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            # BLAS pools would spend the task allowance on threads the snippet never asked for.
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         argv = [sys.executable, "-I", "-u", str(Path(child.__file__).resolve()), json.dumps(config)]
         with subprocess.Popen(
-            argv, cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, pass_fds=(status_write,),
-        ) as proc:  # fmt: skip
+            argv,
+            cwd=base,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            pass_fds=(status_write,),
+        ) as proc:
             os.close(status_write)
             status_write = -1
             try:
@@ -142,8 +191,12 @@ def _launch(code: str, timeout_s: float, limits: dict[str, int], isolate: bool) 
             if fd >= 0:
                 os.close(fd)
         shutil.rmtree(base, ignore_errors=True)
-    status = json.loads(text) if text else {"timeout": True} if backstop else {"exit": proc.returncode}
     mode = "isolated" if isolate else "weak"
+    status = _status(text, backstop, proc.returncode, err)
+    if "failed" in status:  # the supervisor's own traceback is not the snippet's output: one line instead
+        return SandboxResult(
+            out, f"sandbox: failed: {status['failed']}\n", SETUP_FAILED, False, None, mode, proc.pid
+        )
     if "setup" in status:
         err = f"sandbox: could not be built: {status['setup']}\n" + err
         return SandboxResult(out, err, SETUP_FAILED, False, None, mode, proc.pid)
@@ -151,6 +204,20 @@ def _launch(code: str, timeout_s: float, limits: dict[str, int], isolate: bool) 
     exit_code = -signal.SIGKILL if timed_out else status["exit"]
     reason = _killed_reason(exit_code, timed_out, timeout_s)
     return SandboxResult(out, err, exit_code, timed_out, reason, mode, proc.pid)
+
+
+def _status(text: str, backstop: bool, returncode: int, err: str) -> dict:
+    """The supervisor's status line; {"failed": its last line of stderr} where it died without one."""
+    if backstop and not text:
+        return {"timeout": True}
+    try:
+        status = json.loads(text)
+    except ValueError:
+        status = None
+    if isinstance(status, dict):
+        return status
+    last = err.strip().splitlines()[-1:] or [f"exit status {returncode}"]
+    return {"failed": last[0]}
 
 
 def _collect(proc: subprocess.Popen, deadline: float) -> tuple[str, str, bool]:

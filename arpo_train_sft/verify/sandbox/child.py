@@ -2,16 +2,18 @@
 
 Three processes. This one (the supervisor) stays outside the namespaces, enforces the wall clock and writes
 one JSON status line to the parent. Isolated mode: it forks an init (PID 1 of a new PID namespace) that
-builds the root, drops every privilege, applies the limits and forks the snippet; when init exits the
-kernel kills everything left in the namespace. Weak mode (no namespaces): it forks the snippet itself as a
-child subreaper, patches the socket module, and kills every descendant afterwards.
-Run as a script with `python -I`, so it imports nothing from the package but its sibling jail.py;
-what the parent needs of it (limits) it imports from here.
+builds the root, drops every privilege, installs the seccomp filter, applies the limits and forks the
+snippet; when init exits the kernel kills everything left in the namespace. Weak mode (no namespaces): it
+forks the snippet itself as a child subreaper, patches the socket module, refuses every socket family by
+seccomp where the kernel allows it, and kills every descendant afterwards.
+Run as a script with `python -I`, so it imports nothing from the package but its siblings jail.py and
+seccomp.py; what the parent needs of it (limits) it imports from here.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import linecache
 import os
@@ -21,7 +23,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import NoReturn
 
 FILE_LIMIT_MB = 32  # the largest file the snippet may write
@@ -33,7 +35,9 @@ _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 1, 4, 36
 
 
 def main(config: dict) -> None:
-    import jail  # a sibling file: this script runs with -I, so put its folder on the path
+    # Sibling files (this script runs with -I, see the bottom), imported now: the jail cannot see them.
+    import jail
+    import seccomp
 
     code = Path(config["code"]).read_text(encoding="utf-8")
     as_root = os.geteuid() == 0
@@ -52,7 +56,7 @@ def main(config: dict) -> None:
         if pid == 0:
             status.close()
             os.close(reader)
-            _init(jail, config, code, tasks, last_cap, writer)
+            _init(jail, seccomp, config, code, tasks, last_cap, writer)
         os.close(writer)
     else:
         _call_prctl(_PR_SET_CHILD_SUBREAPER, 1)  # orphans of a setsid()ed grandchild come back here
@@ -60,7 +64,7 @@ def main(config: dict) -> None:
         pid = os.fork()
         if pid == 0:
             status.close()
-            _weak_snippet(jail, config, code, tasks, as_root)
+            _weak_snippet(jail, seccomp, config, code, tasks, as_root)
     outcome = _wait(pid, time.monotonic() + config["timeout_s"])
     if outcome is None:
         os.kill(pid, signal.SIGKILL)
@@ -77,7 +81,9 @@ def main(config: dict) -> None:
     _report(status, message)
 
 
-def _init(jail: ModuleType, config: dict, code: str, tasks: int, last_cap: int, writer: int) -> NoReturn:
+def _init(
+    jail: ModuleType, seccomp: ModuleType, config: dict, code: str, tasks: int, last_cap: int, writer: int
+) -> NoReturn:
     """PID 1 of the sandbox: build the jail, become nobody, fork the snippet and report how it ended."""
     report = os.fdopen(writer, "w")
     try:
@@ -85,7 +91,8 @@ def _init(jail: ModuleType, config: dict, code: str, tasks: int, last_cap: int, 
         jail.build_root(root, config["visible"], config["scratch_mb"], uid, gid)
         jail.pivot(root)
         jail.drop_privileges(uid, gid, os.geteuid() == 0, last_cap)
-    except (jail.SetupError, OSError) as err:
+        seccomp.install(seccomp.ISOLATED_FAMILIES)  # after no_new_privs, which an unprivileged filter needs
+    except (jail.SetupError, seccomp.FilterError, OSError) as err:
         report.write(json.dumps({"setup": str(err)}))
         report.close()
         os._exit(1)
@@ -105,7 +112,9 @@ def _init(jail: ModuleType, config: dict, code: str, tasks: int, last_cap: int, 
     os._exit(0)
 
 
-def _weak_snippet(jail: ModuleType, config: dict, code: str, tasks: int, as_root: bool) -> NoReturn:
+def _weak_snippet(
+    jail: ModuleType, seccomp: ModuleType, config: dict, code: str, tasks: int, as_root: bool
+) -> NoReturn:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
     _block_sockets()  # before dropping root: nobody may not be able to read the interpreter's files
     try:
@@ -116,6 +125,9 @@ def _weak_snippet(jail: ModuleType, config: dict, code: str, tasks: int, as_root
     except jail.SetupError as err:
         sys.stderr.write(f"sandbox: {err}\n")
         os._exit(1)
+    # No namespace here, so no socket of any family, where the kernel allows a filter (else README's limits).
+    with contextlib.suppress(seccomp.FilterError):
+        seccomp.install(())
     os.chdir(config["work"])
     _limit(config, tasks)
     _run_snippet(code)
@@ -212,22 +224,18 @@ def _block_sockets() -> None:
 
 
 def _run_snippet(code: str) -> NoReturn:
-    """Run `code` as __main__; if it never calls print, print its last bare expression, as ARPO's tool does."""
+    """Run `code` as __main__ (see _compile), its exceptions shown as tracebacks of the snippet alone."""
     os.closerange(3, 1024)  # only stdin, stdout and stderr reach the snippet
     linecache.cache[SNIPPET] = (len(code), None, code.splitlines(keepends=True), SNIPPET)
     sys.argv = [SNIPPET]
     try:
-        tree = ast.parse(code, SNIPPET)
-    except SyntaxError as err:
+        program = _compile(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+        # Too deep or too large for the parser: one line, as for a syntax error, never this file's frames.
         traceback.print_exception(type(err), err, None)
         sys.exit(1)
-    prints = any(isinstance(n, ast.Name) and n.id == "print" for n in ast.walk(tree))
-    if tree.body and isinstance(tree.body[-1], ast.Expr) and not prints:
-        last = tree.body[-1]
-        call = ast.Call(func=ast.Name(id="print", ctx=ast.Load()), args=[last.value], keywords=[])
-        tree.body[-1] = ast.fix_missing_locations(ast.copy_location(ast.Expr(value=call), last))
     try:
-        exec(compile(tree, SNIPPET, "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        exec(program, {"__name__": "__main__", "__builtins__": __builtins__})
     except SystemExit:
         raise
     except BaseException as err:
@@ -235,6 +243,17 @@ def _run_snippet(code: str) -> NoReturn:
         traceback.print_exception(type(err), err, err.__traceback__.tb_next)  # drop this function's frame
         sys.exit(1)
     sys.exit(0)  # up through the supervisor's frames to a normal interpreter exit: flush, atexit, threads
+
+
+def _compile(code: str) -> CodeType:
+    """The snippet compiled, its last bare expression printed if it never calls print, as ARPO's tool does."""
+    tree = ast.parse(code, SNIPPET)
+    prints = any(isinstance(n, ast.Name) and n.id == "print" for n in ast.walk(tree))
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and not prints:
+        last = tree.body[-1]
+        call = ast.Call(func=ast.Name(id="print", ctx=ast.Load()), args=[last.value], keywords=[])
+        tree.body[-1] = ast.fix_missing_locations(ast.copy_location(ast.Expr(value=call), last))
+    return compile(tree, SNIPPET, "exec")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,12 @@ DEVICES = ("null", "zero", "full", "random", "urandom")
 ROOT_MB = 1  # the new root itself only holds mount points, /etc/passwd and /etc/group
 SCRATCH_INODES = 4096
 # The statvfs flags a bind mount must keep: the kernel refuses to clear them inside a user namespace.
-KEPT_FLAGS = ((os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME),
-              (os.ST_RELATIME, MS_RELATIME))  # fmt: skip
+KEPT_FLAGS = (
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -115,7 +119,8 @@ def drop_privileges(uid: int, gid: int, as_root: bool, last_cap: int) -> None:
             os.setresuid(uid, uid, uid)  # from root to a non-root uid: the kernel clears every capability
         except OSError as err:
             raise SetupError(f"switch to uid {uid}: {err.strerror}") from err
-    # The session keyring came from the caller: its keys' "possessor" rights do not look at the uid.
+    # The session keyring came from the caller: its keys' "possessor" rights do not look at the uid. The
+    # seccomp filter installed next refuses every keyring call as well (the per-uid user keyring included).
     if _syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None) < 0 and ctypes.get_errno() not in KEYS_OFF:
         raise SetupError(f"new session keyring: {os.strerror(ctypes.get_errno())}")
     _call("clear ambient capabilities", _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0))
@@ -167,8 +172,9 @@ def _bind(source: str, target: Path, read_only: bool) -> None:
     _mount(f"read-only {source}" if read_only else f"remount {source}", None, target, None, flags)
 
 
-def _mount(step: str, source: str | None, target: str | Path, fstype: str | None, flags: int,
-           data: str | None = None) -> None:  # fmt: skip
+def _mount(
+    step: str, source: str | None, target: str | Path, fstype: str | None, flags: int, data: str | None = None
+) -> None:
     def raw(text: str | Path | None) -> bytes | None:
         return None if text is None else os.fsencode(text)
 
