@@ -188,7 +188,8 @@ def test_smoke_run_trains_through_the_launcher_and_writes_no_checkpoint(bench, t
     assert "tiny cutoff 60 x2 sdpa liger-off gc: ok; cutoff rows " in out and "MFU n/a" in out
     output_dir = tmp_path / "out" / "tiny_cutoff_60_x2_sdpa_liger-off_gc"
     left = sorted(p.name for p in output_dir.iterdir())
-    assert left == ["trainer_log.jsonl", "training.log"]  # no checkpoint-*, global_step*, weights
+    # Logs only (metrics.jsonl is the plugin's per-step record): no checkpoint-*, global_step*, weights.
+    assert left == ["metrics.jsonl", "trainer_log.jsonl", "training.log"]
     assert not [
         p
         for pattern in ("checkpoint-*", "global_step*", "*.safetensors")

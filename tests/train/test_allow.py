@@ -53,7 +53,7 @@ def test_an_unknown_check_is_one_line_listing_the_names(capsys):
 def test_allow_launches_despite_that_row_and_records_it(in_checkout: Path, capsys, monkeypatch):  # noqa: F811
     launched = []
 
-    def fake_run_teed(cmd, env, log_path, tail=None, started=None, notes=()):
+    def fake_run_teed(cmd, env, log_path, tail=None, started=None, notes=(), quiet_from=b""):
         launched.append(notes)
         return 0
 
@@ -63,7 +63,8 @@ def test_allow_launches_despite_that_row_and_records_it(in_checkout: Path, capsy
     out = capsys.readouterr().out
     assert "allowed" in out and "0 failed, 1 failed but allowed by --allow (values)" in out
     found = (
-        "yaml/demo_cpu.yaml: save_total_limit: 0 must be above 0: set save_total_limit to a positive number"
+        "yaml/demo_cpu.yaml: save_total_limit: 0 must be at least 1: set save_total_limit to a whole number "
+        "from 1 to 1,000,000"
     )
     assert launched == [(f"preflight override: --allow values: {found}",)]
 
