@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,9 @@ _MIN_LEN = 8
 # Where a token override goes instead of the ranks' argv: the variable each hub client reads itself.
 _ENV_FOR_KEY = {"ms_hub_token": "MODELSCOPE_API_TOKEN", "om_hub_token": "MODELERS_HUB_TOKEN"}
 _HF_ENV = "HF_TOKEN"
+# Where a parent puts the secret arguments of a child that takes them as arguments (the tokenized build):
+# the environment, never a file. JSON, so a list or a number arrives as it was given.
+SECRET_ARGS_ENV = "ARPO_SFT_SECRET_ARGS"
 
 # Values met in this process's configs (a `hub_token=` override, a YAML key) on top of the environment's.
 _from_configs: set[str] = set()
@@ -45,13 +49,32 @@ def secret_values(env: Mapping[str, str] | None = None) -> set[str]:
     found = {value for name, value in env.items() if _SECRET_ENV.search(name)}
     with contextlib.suppress(OSError):
         found.add(hf_token_path(env).read_text(encoding="utf-8", errors="replace").strip())
-    found |= _from_configs
-    return {value for value in found if len(value) >= _MIN_LEN}
+    spelled = {form for value in found for form in spellings(value)} | _from_configs
+    return {value for value in spelled if len(value) >= _MIN_LEN}
+
+
+def spellings(value: Any) -> set[str]:
+    """Every way a secret value can show up in text: each string or number inside it, as is and escaped.
+
+    A token of the wrong type is echoed by error lines (`['hf_a', 'hf_b'] is not a string`) and dumped
+    into JSON, so a list masks each element, a mapping each value, a number its digits.
+    """
+    if isinstance(value, Mapping):
+        return {form for item in value.values() for form in spellings(item)}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return {form for item in value for form in spellings(item)}
+    if value is None or isinstance(value, bool):
+        return set()
+    if isinstance(value, str):
+        return {value, json.dumps(value)[1:-1], repr(value)[1:-1]} - {""}
+    return {str(value), repr(value), json.dumps(value, default=str)}
 
 
 def remember(values: Mapping[str, Any]) -> None:
     """Add the secret-keyed values of a loaded config so every later `redact` masks them too."""
-    _from_configs.update(str(v) for k, v in values.items() if is_secret_key(k) and isinstance(v, str) and v)
+    for key, value in values.items():
+        if is_secret_key(str(key)):
+            _from_configs.update(spellings(value))
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -80,3 +103,20 @@ def move_to_env(
             if isinstance(value, str) and value:
                 env[_ENV_FOR_KEY.get(key, _HF_ENV if key.endswith("token") else key.upper())] = value
     return kept + tuple(nulled), env
+
+
+def split_secret_args(args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`args` without its secret keys, and the environment that hands those to a child instead of a file."""
+    remember(args)
+    secret = {key: value for key, value in args.items() if is_secret_key(key) and value is not None}
+    plain = {key: value for key, value in args.items() if not is_secret_key(key)}
+    return plain, ({SECRET_ARGS_ENV: json.dumps(secret, default=str)} if secret else {})
+
+
+def secret_args(env: Mapping[str, str]) -> dict[str, Any]:
+    """The secret arguments a parent handed over in the environment (`split_secret_args`)."""
+    try:
+        value = json.loads(env.get(SECRET_ARGS_ENV) or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

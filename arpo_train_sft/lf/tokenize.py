@@ -1,13 +1,14 @@
 """Tokenize a run's dataset with LLaMA-Factory's own preprocessing, in one process, before torchrun.
 
-    python -m arpo_train_sft.lf.tokenize SPEC.json
+    python -m arpo_train_sft.lf.tokenize < SPEC.json
 
-SPEC holds `args` (the run's data-related arguments, as LLaMA-Factory's parser takes them) and `path`
-(where `DatasetDict.save_to_disk` writes). The ranks later get `tokenized_path=<path>` and load it with
-`load_from_disk`, so what they train on is what `get_dataset` made here, exactly as it would have made it
-on rank 0. Only the tokenizer's per-piece `encode` may differ: `fastbpe` routes it through tiktoken when
-it can prove the ids equal. The last stdout line is one JSON object: {"rows": {split: n}, "encoder": how
-text was encoded} or {"error": ..., "errno": ...}.
+SPEC, read on stdin, holds `args` (the run's data-related arguments, as LLaMA-Factory's parser takes them)
+and `path` (where `DatasetDict.save_to_disk` writes). Secret arguments (hub tokens) come from the
+environment variable secrets.SECRET_ARGS_ENV instead, so that no file ever holds them. The ranks later
+get `tokenized_path=<path>` and load it with `load_from_disk`, so what they train on is what `get_dataset`
+made here, exactly as it would have made it on rank 0. Only the tokenizer's per-piece `encode` may
+differ: `fastbpe` routes it through tiktoken when it can prove the ids equal. The last stdout line is one
+JSON object: {"rows": {split: n}, "encoder": how text was encoded} or {"error": ..., "errno": ...}.
 """
 
 from __future__ import annotations
@@ -15,17 +16,31 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..secrets import SECRET_ARGS_ENV, secret_args
+
 # Tokenizer-loading fields of ModelArguments (`load_tokenizer`, `patch_tokenizer`, the hub download).
 _TOKENIZER_MODEL_ARGS = (
-    "model_name_or_path", "cache_dir", "use_fast_tokenizer", "resize_vocab", "split_special_tokens",
-    "add_tokens", "add_special_tokens", "new_special_tokens_config", "init_special_tokens", "model_revision",
-    "hf_hub_token", "ms_hub_token", "om_hub_token", "trust_remote_code",
-)  # fmt: skip
+    "model_name_or_path",
+    "cache_dir",
+    "use_fast_tokenizer",
+    "resize_vocab",
+    "split_special_tokens",
+    "add_tokens",
+    "add_special_tokens",
+    "new_special_tokens_config",
+    "init_special_tokens",
+    "model_revision",
+    "hf_hub_token",
+    "ms_hub_token",
+    "om_hub_token",
+    "trust_remote_code",
+)
 # Beyond model and data arguments, what `get_dataset` reads: the stage picks the processor, the seed
 # shuffles the `val_size` split, `predict_with_generate` shapes eval rows.
 _RUN_ARGS = ("stage", "finetuning_type", "do_train", "do_eval", "seed", "predict_with_generate")
@@ -52,8 +67,11 @@ def _dataclass_fields(module: str, name: str) -> set[str]:
     source = Path(next(iter(spec.submodule_search_locations))) / module
     for node in ast.parse(source.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.ClassDef) and node.name == name:
-            return {item.target.id for item in node.body
-                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}  # fmt: skip
+            return {
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
     raise RuntimeError(f"LLaMA-Factory's {module} no longer defines {name}")
 
 
@@ -91,16 +109,18 @@ def build(args: dict[str, Any], path: Path) -> tuple[dict[str, int], str]:
 
 
 def main() -> None:
-    spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    spec = json.load(sys.stdin)
+    # Taken out of the environment, so the data loader's worker processes do not carry them too.
+    args = {**spec["args"], **secret_args({SECRET_ARGS_ENV: os.environ.pop(SECRET_ARGS_ENV, "")})}
     if not sys.stderr.isatty():
         # datasets' bars are for a person watching; in a log they are thousands of carriage returns.
         from datasets.utils.logging import disable_progress_bar
 
         disable_progress_bar()
     try:
-        rows, encoder = build(spec["args"], Path(spec["path"]))
+        rows, encoder = build(args, Path(spec["path"]))
     except OSError as err:
-        print(json.dumps({"error": str(err), "errno": err.errno}), flush=True)
+        print(json.dumps({"error": err.strerror or str(err), "errno": err.errno}), flush=True)
         sys.exit(3)
     print(json.dumps({"rows": rows, "encoder": encoder}), flush=True)
 

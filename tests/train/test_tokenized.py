@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from arpo_train_sft.errors import UserError
 from arpo_train_sft.lf import fastbpe
-from arpo_train_sft.train import tokenized
 from arpo_train_sft.train.config import RunConfig, load_run_config
 from arpo_train_sft.train.tokenized import DATASET, MANIFEST, check_entry, tokenized_overrides, write_manifest
+from arpo_train_sft.train.tokenized import build as tokenized_build
 from arpo_train_sft.train.tokenized import key as tokenized_key
+from arpo_train_sft.train.tokenized.entry import install
 from arpo_train_sft.train.tokenized.key import build_args, cache_key, change_reason, key_inputs
 
 from ..conftest import DEMO_OVERRIDES, run_env
 
-NAMES = {"model_name_or_path", "dataset_dir", "dataset", "template", "cutoff_len", "mask_history",
-         "train_on_prompt", "packing", "neat_packing", "max_samples", "preprocessing_num_workers"}  # fmt: skip
+NAMES = {
+    "model_name_or_path",
+    "dataset_dir",
+    "dataset",
+    "template",
+    "cutoff_len",
+    "mask_history",
+    "train_on_prompt",
+    "packing",
+    "neat_packing",
+    "max_samples",
+    "preprocessing_num_workers",
+    "hf_hub_token",
+    "ms_hub_token",
+}
 
 
 @pytest.fixture
@@ -35,9 +47,16 @@ def run(tmp_path: Path) -> RunConfig:
     model.mkdir()
     (model / "tokenizer.json").write_text('{"model": "bpe"}')
     (model / "tokenizer_config.json").write_text("{}")
-    values = {"model_name_or_path": str(model), "dataset_dir": str(data), "dataset": "rows",
-              "template": "qwen", "cutoff_len": 15000, "preprocessing_num_workers": 4, "learning_rate": 1e-5,
-              "output_dir": str(tmp_path / "out")}  # fmt: skip
+    values = {
+        "model_name_or_path": str(model),
+        "dataset_dir": str(data),
+        "dataset": "rows",
+        "template": "qwen",
+        "cutoff_len": 15000,
+        "preprocessing_num_workers": 4,
+        "learning_rate": 1e-5,
+        "output_dir": str(tmp_path / "out"),
+    }
     return RunConfig(path=tmp_path / "x.yaml", overrides=(), values=values)
 
 
@@ -133,9 +152,10 @@ def test_a_directory_that_is_not_ours_is_moved_aside_never_deleted(tmp_path):
     entry = tmp_path / "abc"
     entry.mkdir()
     (entry / "precious.txt").write_text("mine")
-    tokenized._discard(entry)
+    (tmp_path / "new").mkdir()
+    install(tmp_path / "new", entry)
     [moved] = tmp_path.glob("abc.not-ours-*")
-    assert (moved / "precious.txt").read_text() == "mine" and not entry.exists()
+    assert (moved / "precious.txt").read_text() == "mine" and not (entry / "precious.txt").exists()
 
 
 def test_a_user_tokenized_path_is_honoured_with_a_warning(run, tmp_path, capsys):
@@ -164,7 +184,7 @@ def launch_line(cfg: RunConfig, capsys) -> str:
 
 
 def test_launches_reuse_rebuild_with_the_reason_and_never_use_a_bad_cache(run, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(tokenized, "_run_build", fake_build)
+    monkeypatch.setattr(tokenized_build, "run_build", fake_build)
     monkeypatch.setattr("arpo_train_sft.lf.tokenize.data_arg_names", lambda: NAMES)
     monkeypatch.setenv("ARPO_SFT_CACHE", str(tmp_path / "cache"))
     first = launch_line(run, capsys)
@@ -246,31 +266,16 @@ def test_relaunch_reuses_and_the_cache_equals_llamafactorys_own(demo_run, checko
         return {**args, "output_dir": out, "overwrite_cache": True}
 
     pairs = [[rank_args(cfg, "o1"), built], [rank_args(masked_cfg, "o2"), masked.split("=", 1)[1]]]
-    proc = subprocess.run([sys.executable, "-c", COMPARE, json.dumps(pairs)], cwd=checkout, env=run_env(),
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPARE, json.dumps(pairs)],
+        cwd=checkout,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SAME qwen 300" in proc.stdout and "SAME qwen_mask_results 300" in proc.stdout
     # What made them equal was the tiktoken path, not the tokenizer's own encode.
     for _, cached in pairs:
         assert json.loads((Path(cached).parent / MANIFEST).read_text())["encoder"] == fastbpe.USED
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path):
-    """A 256 KiB tmpfs: too small for the demo's 1.5 MB tokenized dataset."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
-@pytest.mark.integration
-def test_a_disk_that_fills_is_reported_and_leaves_nothing(demo_run, checkout, monkeypatch, tiny_disk):
-    monkeypatch.chdir(checkout)
-    monkeypatch.setenv("ARPO_SFT_CACHE", str(tiny_disk))
-    cfg = load_run_config(Path("yaml/demo_cpu.yaml"), ["max_samples=200"])
-    with pytest.raises(UserError, match="No space left on device; free space there or set ARPO_SFT_CACHE"):
-        tokenized_overrides(cfg)
-    assert os.listdir(tiny_disk / "tokenized") == []  # no entry, no half-written build left behind

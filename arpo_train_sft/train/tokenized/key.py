@@ -15,15 +15,25 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from ...secrets import is_secret_key
 from ..config import RunConfig
 
-# Config keys passed to the build that cannot change its output (how many processes tokenize; secrets).
-NOT_IN_KEY = ("preprocessing_num_workers", "hf_hub_token", "ms_hub_token", "om_hub_token", "do_eval")
+# Config keys passed to the build that cannot change its output (how many processes tokenize). Secrets are
+# left out too (secrets.is_secret_key): the inputs are written to the entry's manifest.
+NOT_IN_KEY = ("preprocessing_num_workers", "do_eval")
 # The files `AutoTokenizer.from_pretrained` reads; config.json picks the tokenizer class.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-    "added_tokens.json", "tokenizer.model", "chat_template.jinja", "chat_template.json", "config.json",
-)  # fmt: skip
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "config.json",
+)
 # The packages whose code decides the tokenized rows.
 PACKAGES = ("llamafactory", "arpo-train-sft", "transformers", "tokenizers", "datasets", "tiktoken")
 # Our template's registration: its labels come from this code, which no package version tracks.
@@ -59,7 +69,9 @@ def build_args(cfg: RunConfig, names: set[str]) -> dict[str, Any]:
 
 def key_inputs(cfg: RunConfig, args: dict[str, Any]) -> dict[str, Any]:
     """Every input of the tokenized dataset, by name."""
-    inputs: dict[str, Any] = {key: value for key, value in args.items() if key not in NOT_IN_KEY}
+    inputs: dict[str, Any] = {
+        key: value for key, value in args.items() if key not in NOT_IN_KEY and not is_secret_key(key)
+    }
     inputs.update(_dataset_inputs(cfg))
     inputs[TOKENIZER] = file_digest(_tokenizer_files(cfg))
     if cfg.values.get("template") == _OWN_TEMPLATE:
