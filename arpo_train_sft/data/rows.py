@@ -1,11 +1,14 @@
 """Stream the rows of a JSON Lines file or of a JSON array file, with row and line numbers, in bounded memory.
 
-One reader for every data command: each input is opened once and read once, as a stream.
+One reader for every data command: each input is opened once and read once, as a stream. A row past one
+of the limits below is a rejected row with its reason, never the end of the file: longer than
+MAX_ROW_BYTES, nested deeper than MAX_DEPTH, or holding an integer of more than MAX_INT_DIGITS digits.
+An input with no line end (or no row) within MAX_SKIP_BYTES, such as /dev/zero, ends the read with one
+line.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from collections.abc import Iterator
@@ -15,12 +18,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import UserError
+from .bounds import MAX_ROW_BYTES, MAX_SKIP_BYTES, ROW_SAMPLE, TOO_DEEP, decode
 from .inputs import open_input, replay
+from .window import Text, printable
 
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
 _JSON_SPACE = b" \t\r\n"
-_SPACE = re.compile(r"[ \t\r\n]*")
 # Bytes that are not UTF-8 are decoded with surrogateescape into these lone surrogates; valid UTF-8 never
 # yields them, so finding one in a row's text means the file had a bad byte there.
 _BAD_BYTE = re.compile("[\udc80-\udcff]")
@@ -31,7 +35,9 @@ _TAIL = 16
 _TRUNCATED = "truncated: the file ends inside this row"
 _STOPPED = "the rows after it cannot be told apart, so reading stops here"
 _FORMATS = "JSON Lines (one JSON object per line) or a JSON array of objects"
-_DECODER = json.JSONDecoder()
+ENDLESS = (
+    "is it a data file (an endless input such as /dev/zero never ends a row)? fix: point at the JSONL file"
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def iter_rows(path: Path) -> Iterator[Row]:
         stream = replay(head, stream, path)
         if first == b"[":
             return _array_rows(stream)
-        rows = _jsonl_rows(stream)
+        rows = _jsonl_rows(stream, path)
         start = list(islice(rows, 2))
         _check_jsonl_start(path, first, start)
         return chain(start, rows)
@@ -69,13 +75,19 @@ def iter_rows(path: Path) -> Iterator[Row]:
 
 def _sniff(stream: BinaryIO, path: Path) -> bytes:
     """What was read up to the first byte that is not whitespace (after a UTF-8 BOM); UserError if none."""
-    head = b""
+    head = bytearray()
     while True:
         chunk = stream.read1(_CHUNK)
         head += chunk
         # A pipe may hand over fewer bytes than a BOM: decide only on a whole one, or at the end.
-        if (len(head) >= len(_BOM) or not chunk) and head.removeprefix(_BOM).lstrip(_JSON_SPACE):
-            return head
+        # Earlier chunks were blank: only the new one can hold a row, unless the BOM was still undecided.
+        seen = head.removeprefix(_BOM) if len(head) - len(chunk) < len(_BOM) else chunk
+        if (len(head) >= len(_BOM) or not chunk) and seen.lstrip(_JSON_SPACE):
+            return bytes(head)
+        if len(head) > MAX_SKIP_BYTES:
+            raise UserError(
+                f"{path}: nothing but blank space in the first {MAX_SKIP_BYTES:,} bytes; {ENDLESS}"
+            )
         if not chunk:
             break
     raise UserError(f"{path}: the file is empty (no rows); fix: point at the data file, or download it again")
@@ -98,15 +110,41 @@ def _check_jsonl_start(path: Path, first: bytes, head: list[Row]) -> None:
         )
 
 
-def _jsonl_rows(f: BinaryIO) -> Iterator[Row]:
+def _jsonl_rows(f: BinaryIO, path: Path) -> Iterator[Row]:
     with f:
-        number = 0
-        for line, raw in enumerate(f, 1):
+        number, line, gap = 0, 0, 0
+        while raw := f.readline(MAX_ROW_BYTES + 1):
+            line += 1
             if line == 1:
                 raw = raw.removeprefix(_BOM)
-            if raw.strip(_JSON_SPACE):
+            if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+                number += 1
+                yield _long_row(f, path, raw, number, line)
+                gap = 0
+            elif raw.strip(_JSON_SPACE):
                 number += 1
                 yield _line_row(raw, number, line)
+                gap = 0
+            else:
+                gap += len(raw)
+                if gap > MAX_SKIP_BYTES:
+                    raise UserError(
+                        f"{path}: no row in {MAX_SKIP_BYTES:,} bytes after line {line}; {ENDLESS}"
+                    )
+
+
+def _long_row(f: BinaryIO, path: Path, head: bytes, number: int, line: int) -> Row:
+    """The rejected row for a line longer than MAX_ROW_BYTES, read on to its end in bounded memory."""
+    size, first = len(head), head[:ROW_SAMPLE]
+    while not head.endswith(b"\n"):
+        head = f.readline(_CHUNK)
+        if not head:
+            break
+        size += len(head)
+        if size > MAX_SKIP_BYTES:
+            raise UserError(f"{path}: line {line} has no end in {MAX_SKIP_BYTES:,} bytes; {ENDLESS}")
+    error = f"row too long: {size:,} bytes, the limit is {MAX_ROW_BYTES:,}; split or shorten it"
+    return Row(number, line, None, error, first.decode("utf-8", "replace"))
 
 
 def _line_row(raw: bytes, number: int, line: int) -> Row:
@@ -119,7 +157,9 @@ def _line_row(raw: bytes, number: int, line: int) -> Row:
         error = f"not valid UTF-8 (byte 0x{body[err.start]:02x} at column {column})"
         return Row(number, line, None, error, body.decode("utf-8", "replace"))
     try:
-        return Row(number, line, json.loads(text), None, text)
+        data, end, error = decode(text, len(text) - len(text.lstrip(" \t\r\n")))
+    except RecursionError:
+        return Row(number, line, None, TOO_DEEP, text)
     except json.JSONDecodeError as err:
         error = (
             _TRUNCATED
@@ -127,6 +167,9 @@ def _line_row(raw: bytes, number: int, line: int) -> Row:
             else f"not valid JSON ({err.msg} at column {err.colno})"
         )
         return Row(number, line, None, error, text)
+    if error is None and text[end:].strip(" \t\r\n"):
+        error = f"not valid JSON (Extra data at column {end + 1})"
+    return Row(number, line, None if error else data, error, text)
 
 
 def _cut_short(err: json.JSONDecodeError, text: str) -> bool:
@@ -147,67 +190,9 @@ def _cut_short_text(text: str) -> bool:
     return False
 
 
-def _readable(text: str) -> str:
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-class _Text:
-    """A sliding window over the decoded file: `buf[pos:]` is unread; `line`/`column` locate `pos`."""
-
-    def __init__(self, f: BinaryIO) -> None:
-        self._f = f
-        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-        self.buf, self.pos, self.line, self.column = "", 0, 1, 1
-        self.eof = False
-        self._started = False
-
-    def more(self) -> bool:
-        """Drop what was read, append more of the file; False once the file is used up."""
-        if self.eof:
-            return False
-        # At least as much as is held: a row spanning many chunks is then re-parsed O(log n) times, not O(n).
-        data = self._f.read(max(_CHUNK, len(self.buf) - self.pos))
-        if not self._started:
-            data, self._started = data.removeprefix(_BOM), True
-        self.eof = not data
-        self.buf = self.buf[self.pos :] + self._decoder.decode(data, final=self.eof)
-        self.pos = 0
-        return True
-
-    def advance(self, end: int) -> None:
-        newline = self.buf.rfind("\n", self.pos, end)
-        if newline < 0:
-            self.column += end - self.pos
-        else:
-            self.line += self.buf.count("\n", self.pos, end)
-            self.column = end - newline
-        self.pos = end
-
-    def peek(self) -> str:
-        """Skip whitespace; the next character, or "" at the end of the file."""
-        while True:
-            self.advance(_SPACE.match(self.buf, self.pos).end())
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self.more():
-                return ""
-
-    def where(self, index: int) -> str:
-        """'line L column C' of buf[index], for index >= pos."""
-        newline = self.buf.rfind("\n", self.pos, index)
-        if newline < 0:
-            return f"line {self.line} column {self.column + index - self.pos}"
-        line = self.line + self.buf.count("\n", self.pos, index)
-        return f"line {line} column {index - newline}"
-
-    def rest_of_line(self, index: int) -> str:
-        end = self.buf.find("\n", index)
-        return self.buf[self.pos : len(self.buf) if end < 0 else end]
-
-
 def _array_rows(f: BinaryIO) -> Iterator[Row]:
     with f:
-        text = _Text(f)
+        text = Text(f)
         text.peek()
         text.advance(text.pos + 1)  # the opening [
         number = 0
@@ -228,18 +213,25 @@ def _array_rows(f: BinaryIO) -> Iterator[Row]:
         text.advance(text.pos + 1)  # the closing ]
         if text.peek():
             error = f"not valid JSON (text after the array's closing ] at {text.where(text.pos)})"
-            yield Row(number + 1, text.line, None, error, _readable(text.rest_of_line(text.pos)))
+            yield Row(number + 1, text.line, None, error, printable(text.rest_of_line(text.pos)))
 
 
-def _element(text: _Text, number: int) -> tuple[Row, bool]:
+def _element(text: Text, number: int) -> tuple[Row, bool]:
     """The next array element, read in full, and whether the elements after it can still be found."""
     text.peek()
     line = text.line
     while True:
         try:
-            data, end = _DECODER.raw_decode(text.buf, text.pos)
+            data, end, limit = decode(text.buf, text.pos)
+        except RecursionError:
+            return Row(number, line, None, f"{TOO_DEEP}; {_STOPPED}", ""), False
         except json.JSONDecodeError as err:
             near_end = err.msg.startswith("Unterminated string") or len(text.buf) - err.pos <= _TAIL
+            if near_end and len(text.buf) - text.pos > MAX_ROW_BYTES:
+                error = f"row too long: over {MAX_ROW_BYTES:,} bytes (the limit); {_STOPPED}"
+                return Row(
+                    number, line, None, error, printable(text.buf[text.pos : text.pos + ROW_SAMPLE])
+                ), False
             if near_end and text.more():
                 continue
             truncated = text.eof and _cut_short(err, text.buf)
@@ -251,18 +243,20 @@ def _element(text: _Text, number: int) -> tuple[Row, bool]:
                 error = _TRUNCATED
             else:
                 error = f"not valid JSON ({err.msg} at {text.where(err.pos)}); {_STOPPED}"
-            return Row(number, line, None, error, _readable(raw)), False
+            return Row(number, line, None, error, printable(raw)), False
         # A number cut by the chunk's end still parses ("1" of "1.5e3"); only more text tells.
         if len(text.buf) - end <= _TAIL and text.more():
             continue
         raw = text.buf[text.pos : end]
         bad = _BAD_BYTE.search(raw)
-        error = _bad_byte(text, text.pos + bad.start(), bad) if bad else None
+        error = _bad_byte(text, text.pos + bad.start(), bad) if bad else limit
+        if len(raw) > MAX_ROW_BYTES:
+            error = f"row too long: {len(raw.encode('utf-8', 'surrogateescape')):,} bytes, the limit is {MAX_ROW_BYTES:,}"
         text.advance(end)
-        return Row(number, line, None if bad else data, error, _readable(raw) if bad else raw), True
+        return Row(number, line, None if error else data, error, printable(raw) if bad else raw), True
 
 
-def _junk_after(text: _Text, number: int) -> Row:
+def _junk_after(text: Text, number: int) -> Row:
     """The row standing for whatever follows row `number` where a ',' or the closing ']' should be."""
     if text.pos == len(text.buf):
         error = f"truncated: the file ends before the array's closing ] (at {text.where(text.pos)})"
@@ -270,8 +264,8 @@ def _junk_after(text: _Text, number: int) -> Row:
         error = (
             f"not valid JSON (expected ',' or ']' after row {number} at {text.where(text.pos)}); {_STOPPED}"
         )
-    return Row(number + 1, text.line, None, error, _readable(text.rest_of_line(text.pos)))
+    return Row(number + 1, text.line, None, error, printable(text.rest_of_line(text.pos)))
 
 
-def _bad_byte(text: _Text, index: int, match: re.Match[str]) -> str:
+def _bad_byte(text: Text, index: int, match: re.Match[str]) -> str:
     return f"not valid UTF-8 (byte 0x{ord(match.group()) - 0xDC00:02x} at {text.where(index)})"

@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args, fresh=args.fresh)
     cfg, gpus = plan.cfg, len(plan.gpus)
     if args.skip_preflight:
+        if (problem := cfg.output_dir_problem()) is not None:  # every later step writes there
+            raise UserError(f"{cfg.path}: {problem}; set output_dir to the run's directory")
         say(f"{SKIP_FLAG}: launching without the preflight checks")
         overridden = [f"{SKIP_FLAG}: launched without the preflight checks"]
     else:

@@ -22,6 +22,13 @@ class RunConfig:
     overrides: tuple[str, ...]
     values: dict[str, Any]
 
+    def output_dir_problem(self) -> str | None:
+        """Why output_dir cannot be a run's directory (null, empty, not text), or None when it can."""
+        value = self.values.get("output_dir", ".")
+        if not isinstance(value, str) or not value.strip():
+            return f"output_dir: {value!r} is not a directory path"
+        return None
+
     @property
     def output_dir(self) -> Path:
         return Path(str(self.values.get("output_dir", ".")))
@@ -62,5 +69,22 @@ def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> 
         raise UserError([f"override {item!r}: expected key=value (e.g. max_steps=10)" for item in bad])
     merged = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
     values = OmegaConf.to_container(merged)
-    remember(values)  # a hub_token in this config is masked in everything printed or written from now on
+    remember(values)
+    # A NUL byte cuts a path short in the OS and makes pathlib raise; no key of a config means one.
+    nul = [
+        f"{path}: key '{key}' holds a NUL byte; remove it" for key, value in values.items() if _has_nul(value)
+    ]
+    if nul:
+        raise UserError(
+            nul
+        )  # a hub_token in this config is masked in everything printed or written from now on
     return RunConfig(path=path, overrides=tuple(overrides), values=values)
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if depth > 32:  # deeper than any LLaMA-Factory key nests; YAML anchors cannot make it cyclic here
+        return False
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_has_nul(item, depth + 1) for item in items)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+import os
+
+from .values import GPU_MEM_GIB, RANKS_MAX, Bound, parse_number
+
+GPUS = Bound(1, RANKS_MAX)
 
 
-def gpu_count(text: str) -> int:
-    """`--gpus`: a whole number of GPUs, 1 or more."""
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"--gpus {text}: expected a whole number of GPUs, 1 or more (e.g. 8)")
-    return int(text)
+def gpu_count(text: str, most: int = RANKS_MAX) -> int:
+    """`--gpus`: a whole number of GPUs, 1 to `most` (a job's, or one node's), in ASCII digits."""
+    return int(parse_number("--gpus", text, Bound(1, most)))
 
 
 def gpu_memory(text: str) -> float:
     """`--gpu-mem`: the memory of one GPU in GiB, above 0."""
+    return float(parse_number("--gpu-mem", text, GPU_MEM_GIB))
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: the most CPU ranks one node can usefully start."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise UserError(f"--gpu-mem {text}: expected the memory of one GPU in GiB, above 0 (e.g. 80)")
-    return value
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import UserError
+from .hardware import cpu_cores
+from .values import NODES_MAX, PORT, RANKS_PER_NODE_MAX, SECONDS, Bound, parse_number
 
 # The CPU demo is sized for two ranks: enough to exercise ZeRO-3 sharding on a 2-core machine.
 CPU_RANKS = 2
@@ -109,33 +111,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int, problems: list[str]) -> int:
+def _int_env(env: Mapping[str, str], name: str, default: int, problems: list[str], bound: Bound) -> int:
+    """The variable read by the one numeric reader (train/values.py); `default` when unset or wrong."""
     value = env.get(name, "").strip()
     if not value:
         return default
-    if not value.isdigit():
-        problems.append(f"environment variable {name}={value!r}: expected a whole number")
+    try:
+        return int(parse_number(name, value, bound))
+    except UserError as err:
+        problems += err.problems
         return default
-    return int(value)
 
 
-def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
-    """Read the variables in ENV_NAMES; fill in what is unset; every problem names its variable."""
+def topology_from_env(env: Mapping[str, str], gpus: int, cores: int | None = None) -> Topology:
+    """Read the variables in ENV_NAMES; fill in what is unset; every problem names its variable.
+
+    A node starts at most one rank per GPU, or with no GPU one per CPU core (`cores`, default: this
+    machine's) and never fewer than the CPU demo's CPU_RANKS: `gpus` is the GPUs visible here, or the
+    ones `--gpus` declares for another machine.
+    """
     problems: list[str] = []
-    nproc = _int_env(env, "NPROC_PER_NODE", gpus or CPU_RANKS, problems)
-    nnodes = _int_env(env, "NNODES", 1, problems)
-    timeout = _int_env(env, "RDZV_TIMEOUT", DEFAULT_RDZV_TIMEOUT_S, problems)
-    if nproc < 1:
-        problems.append("NPROC_PER_NODE must be at least 1")
-    if nnodes < 1:
-        problems.append(f"NNODES={nnodes}: must be at least 1 (the number of nodes in the job)")
-    if timeout < 1:
-        problems.append(f"RDZV_TIMEOUT={timeout}: must be at least 1 (seconds to wait for the other nodes)")
-    stop = _int_env(env, "ARPO_SFT_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT_S, problems)
-    heartbeat = _int_env(env, "ARPO_SFT_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, problems)
-    for name, value in (("ARPO_SFT_STOP_TIMEOUT", stop), ("ARPO_SFT_HEARTBEAT_TIMEOUT", heartbeat)):
-        if value < 1:
-            problems.append(f"{name}={value}: must be at least 1 (seconds)")
+    most = gpus if gpus else min(max(cores or cpu_cores(), CPU_RANKS), RANKS_PER_NODE_MAX)
+    per = f"one rank per GPU, {gpus} here" if gpus else f"one rank per CPU core, {most} here"
+    nproc = _int_env(env, "NPROC_PER_NODE", gpus or CPU_RANKS, problems, Bound(1, RANKS_PER_NODE_MAX))
+    if nproc > most:
+        problems.append(f"NPROC_PER_NODE={nproc}: must be at most {most} ({per}); set it lower or unset it")
+    nnodes = _int_env(env, "NNODES", 1, problems, Bound(1, NODES_MAX))
+    timeout = _int_env(env, "RDZV_TIMEOUT", DEFAULT_RDZV_TIMEOUT_S, problems, SECONDS)
+    stop = _int_env(env, "ARPO_SFT_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT_S, problems, SECONDS)
+    heartbeat = _int_env(env, "ARPO_SFT_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, problems, SECONDS)
     if env.get("RDZV_ENDPOINT", "").strip():
         topo = _elastic(env, nproc, nnodes, timeout, problems)
     else:
@@ -146,8 +150,8 @@ def topology_from_env(env: Mapping[str, str], gpus: int) -> Topology:
 
 
 def _static(env: Mapping[str, str], nproc: int, nnodes: int, timeout: int, problems: list[str]) -> Topology:
-    node_rank = _int_env(env, "NODE_RANK", 0, problems)
-    if nnodes >= 1 and node_rank >= nnodes:
+    node_rank = _int_env(env, "NODE_RANK", 0, problems, Bound(0, NODES_MAX - 1))
+    if node_rank >= nnodes:
         problems.append(f"NODE_RANK={node_rank} must be below NNODES={nnodes} (nodes count from 0)")
     if nnodes > 1 and not env.get("MASTER_ADDR"):
         problems.append(f"NNODES={nnodes}: set MASTER_ADDR to the address of node 0 on every node")
@@ -156,9 +160,7 @@ def _static(env: Mapping[str, str], nproc: int, nnodes: int, timeout: int, probl
             problems.append(
                 f"{name} is set but RDZV_ENDPOINT is not: set RDZV_ENDPOINT (c10d) or unset {name}"
             )
-    port = _int_env(env, "MASTER_PORT", 0, problems)
-    if env.get("MASTER_PORT") and not 1 <= port <= 65535:
-        problems.append(f"environment variable MASTER_PORT={port}: expected a TCP port between 1 and 65535")
+    port = _int_env(env, "MASTER_PORT", 0, problems, PORT)
     single_node_port = free_port() if nnodes == 1 else DEFAULT_MULTINODE_PORT
     return Topology(
         nproc_per_node=nproc,
@@ -173,8 +175,14 @@ def _static(env: Mapping[str, str], nproc: int, nnodes: int, timeout: int, probl
 def _elastic(env: Mapping[str, str], nproc: int, nnodes: int, timeout: int, problems: list[str]) -> Topology:
     endpoint = env["RDZV_ENDPOINT"].strip()
     host, _, port = endpoint.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        problems.append(f"RDZV_ENDPOINT={endpoint!r}: expected HOST:PORT, e.g. node0:29400")
+    try:
+        parse_number("RDZV_ENDPOINT port", port, PORT)
+    except UserError:
+        host = ""
+    if not host:
+        problems.append(
+            f"RDZV_ENDPOINT={endpoint!r}: expected HOST:PORT, PORT from 1 to 65535, e.g. node0:29400"
+        )
     rdzv_id = env.get("RDZV_ID", "").strip() or env.get("SLURM_JOB_ID", "").strip()
     if not rdzv_id:
         problems.append(
@@ -182,8 +190,10 @@ def _elastic(env: Mapping[str, str], nproc: int, nnodes: int, timeout: int, prob
         )
     if env.get("NODE_RANK"):
         problems.append("NODE_RANK is set with RDZV_ENDPOINT: c10d assigns node ranks; unset NODE_RANK")
-    most = _int_env(env, "MAX_NNODES", nnodes, problems)
-    least = _int_env(env, "MIN_NNODES", most if env.get("MAX_NNODES") else nnodes, problems)
+    most = _int_env(env, "MAX_NNODES", nnodes, problems, Bound(1, NODES_MAX))
+    least = _int_env(
+        env, "MIN_NNODES", most if env.get("MAX_NNODES") else nnodes, problems, Bound(1, NODES_MAX)
+    )
     if least < 1 or least > most:
         problems.append(f"MIN_NNODES={least}, MAX_NNODES={most}: need 1 <= MIN_NNODES <= MAX_NNODES")
     return Topology(

@@ -153,14 +153,28 @@ def test_the_speed_preset_as_first_shipped_did_not_fit():
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--gpus", "abc"], "--gpus abc: expected a whole number of GPUs, 1 or more (e.g. 8)"),
-        (["--gpus", "0"], "--gpus 0: expected a whole number of GPUs, 1 or more (e.g. 8)"),
-        (["--gpus", "-2"], "--gpus -2: expected a whole number of GPUs, 1 or more (e.g. 8)"),
-        (["--gpus", "1.5"], "--gpus 1.5: expected a whole number of GPUs, 1 or more (e.g. 8)"),
-        (["--gpu-mem", "-3"], "--gpu-mem -3: expected the memory of one GPU in GiB, above 0"),
-        (["--gpu-mem", "0"], "--gpu-mem 0: expected the memory of one GPU in GiB, above 0"),
-        (["--gpu-mem", "lots"], "--gpu-mem lots: expected the memory of one GPU in GiB, above 0"),
-        (["cutoff_len=0"], "key 'cutoff_len' is 0; expected a whole number, at least 1"),
+        (["--gpus", "abc"], "--gpus 'abc': expected a whole number from 1 to 1,000,000, in ASCII digits"),
+        (["--gpus", "²"], "--gpus '²': expected a whole number from 1 to 1,000,000, in ASCII digits"),
+        (["--gpus", "0"], "--gpus 0: must be at least 1; expected a whole number from 1 to 1,000,000"),
+        (["--gpus", "-2"], "--gpus -2: must be at least 1; expected a whole number from 1 to 1,000,000"),
+        (["--gpus", "1.5"], "--gpus '1.5': expected a whole number from 1 to 1,000,000"),
+        (["--gpus", "10000000000"], "--gpus 10000000000: must be at most 1,000,000"),
+        (
+            ["--gpu-mem", "-3"],
+            "--gpu-mem -3: must be above 0; expected a number above 0 and at most 1,048,576",
+        ),
+        (["--gpu-mem", "0"], "--gpu-mem 0: must be above 0"),
+        (["--gpu-mem", "nan"], "--gpu-mem 'nan': expected a number above 0"),
+        (["--gpu-mem", "lots"], "--gpu-mem 'lots': expected a number above 0 and at most 1,048,576"),
+        (["cutoff_len=0"], "key 'cutoff_len' is 0; expected a whole number from 1 to 1,048,576"),
+        (
+            ["cutoff_len=1000000000000"],
+            "key 'cutoff_len' is 1000000000000; expected a whole number from 1 to",
+        ),
+        (
+            ["cutoff_len=1e12"],
+            "key 'cutoff_len' is 1000000000000.0; expected a whole number from 1 to 1,048,576",
+        ),
         (["per_device_train_batch_size=-1"], "key 'per_device_train_batch_size' is -1; expected a whole"),
     ],
 )
@@ -193,3 +207,19 @@ def test_local_config_json_is_read(tmp_path: Path):
     }))  # fmt: skip
     est = estimate(load_run_config(config(tmp_path, model_name_or_path=str(model))))
     assert est.params == 151936 * 64 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 64 + 2 * 32 + 3 * 64 * 128 + 128) + 64
+
+
+@pytest.mark.parametrize(
+    ("zero", "expected"),
+    [
+        ({"stage": "three"}, "zero_optimization.stage='three': expected a whole number from 0 to 3"),
+        ({"stage": 3, "reduce_bucket_size": "big"}, "zero_optimization.reduce_bucket_size='big': expected"),
+        ({"stage": 3, "stage3_max_live_parameters": [1]}, "zero_optimization.stage3_max_live_parameters=[1]"),
+    ],
+)
+def test_non_numeric_deepspeed_values_are_one_line_exit_2(tmp_path, capsys, zero: dict, expected: str):
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": zero}))
+    assert main(["estimate", str(config(tmp_path)), f"deepspeed={ds}", "--gpus", "2", "--gpu-mem", "80"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert expected in line and str(ds) in line

@@ -47,13 +47,18 @@ def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     [
         ("learning_rate=abc", "learning_rate: 'abc' is not a number"),
         ("num_train_epochs=-1", "num_train_epochs: -1 must be above 0"),
-        ("per_device_train_batch_size=0", "per_device_train_batch_size: 0 must be above 0"),
-        ("cutoff_len=-1", "cutoff_len: -1 must be above 0"),
+        ("per_device_train_batch_size=0", "per_device_train_batch_size: 0 must be at least 1"),
+        ("cutoff_len=-1", "cutoff_len: -1 must be at least 1"),
         ("template=qwen_masked", "template 'qwen_masked' is not a known template: did you mean"),
         ("learning_rte=1e-5", "unknown key 'learning_rte': did you mean 'learning_rate'?"),
         ("bf16=maybe", "bf16: 'maybe' is not true or false"),
         ("lr_scheduler_type=cosinus", "lr_scheduler_type: 'cosinus' is not one of"),
-        ("max_steps=0", "max_steps: 0 must be -1"),
+        ("learning_rate=.inf", "learning_rate: inf is not a finite number"),
+        ("warmup_ratio=1.5", "warmup_ratio: 1.5 must be at most 0.999999"),
+        ("save_steps=.nan", "save_steps: nan is not a finite number"),
+        ("report_to=wandbb", "report_to: 'wandbb' is not a logging backend transformers knows"),
+        ("output_dir=", "output_dir: None is not a directory path"),
+        ("max_steps=0", "max_steps: 0 must be at least 1: set max_steps to -1"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(in_checkout: Path, capsys, override: str, named: str):
@@ -75,10 +80,12 @@ def test_unparsable_yaml_names_the_line(in_checkout: Path, capsys):
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["--gpus", "abc"], "--gpus abc: expected a whole number"),
-        (["--gpus", "0"], "--gpus 0: expected a whole number of GPUs, 1 or more"),
-        (["--gpus", "8", "--gpu-mem", "-80"], "--gpu-mem -80: expected the memory of one GPU"),
-        (["--gpus", "8", "--gpu-mem", "lots"], "--gpu-mem lots: expected"),
+        (["--gpus", "abc"], "--gpus 'abc': expected a whole number"),
+        (["--gpus", "²"], "--gpus '²': expected a whole number from 1 to 1,024, in ASCII digits"),
+        (["--gpus", "0"], "--gpus 0: must be at least 1"),
+        (["--gpus", "10000000000"], "--gpus 10000000000: must be at most 1,024"),
+        (["--gpus", "8", "--gpu-mem", "-80"], "--gpu-mem -80: must be above 0"),
+        (["--gpus", "8", "--gpu-mem", "lots"], "--gpu-mem 'lots': expected"),
     ],
 )
 def test_nonsense_flags_name_the_flag(in_checkout: Path, capsys, argv: list[str], named: str):
@@ -88,7 +95,7 @@ def test_nonsense_flags_name_the_flag(in_checkout: Path, capsys, argv: list[str]
 def test_master_port_out_of_range(in_checkout: Path, capsys, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MASTER_PORT", "99999")
     line = refused(capsys, "preflight", "yaml/demo_cpu.yaml")
-    assert "MASTER_PORT=99999: expected a TCP port between 1 and 65535" in line
+    assert "MASTER_PORT=99999: must be at most 65,535" in line
 
 
 @pytest.mark.parametrize(
@@ -133,7 +140,7 @@ def test_train_stops_before_torchrun_and_names_the_bypass(in_checkout: Path, cap
     captured = capsys.readouterr()
     assert "torch.distributed.run" not in captured.out
     lines = captured.err.splitlines()
-    assert "cutoff_len: -1 must be above 0" in lines[0]
+    assert "cutoff_len: -1 must be at least 1" in lines[0]
     assert SKIP_FLAG in lines[-1] and "torchrun was not started" in lines[-1]
 
 
@@ -145,7 +152,7 @@ def test_skip_preflight_skips_the_checks(in_checkout: Path, capsys, monkeypatch:
     assert f"{SKIP_FLAG}: launching without the preflight checks" in captured.out
     assert "preflight failed" not in captured.err
     assert captured.err.splitlines() == [
-        "arpo-sft: error: environment variable MASTER_PORT=99999: expected a TCP port between 1 and 65535"
+        "arpo-sft: error: MASTER_PORT=99999: must be at most 65,535; expected a whole number from 1 to 65,535"
     ]
 
 
@@ -223,12 +230,16 @@ from pathlib import Path
 from arpo_train_sft.train.config import load_run_config
 from arpo_train_sft.train.preflight.rows import Plan
 from arpo_train_sft.train.preflight.arguments import child_values
-from arpo_train_sft.train.preflight.child import deepspeed_problems, llamafactory_problem
+from arpo_train_sft.train.preflight.child import deepspeed_mismatches, deepspeed_problems, llamafactory_problem
 verdicts = {}
 for path in sorted(Path("yaml").glob("*.yaml")):
     plan = Plan(cfg=load_run_config(path), gpus=[], env={})
     values, _ = child_values(plan)
-    verdicts[path.name] = [llamafactory_problem(values), deepspeed_problems(Path(values["deepspeed"]))]
+    problem, args = llamafactory_problem(values)
+    ds = Path(values["deepspeed"])
+    # The JSON against the config as written (precision included), as the launched job fills it.
+    precision = {key: bool(plan.cfg.values.get(key)) for key in ("bf16", "fp16")}
+    verdicts[path.name] = [problem, deepspeed_problems(ds) + deepspeed_mismatches(ds, args, 8, precision)]
 print("VERDICTS " + json.dumps(verdicts))
 """
 
@@ -393,5 +404,31 @@ def test_a_check_child_that_crashes_is_one_failed_row_and_the_rest_say_why_they_
     assert [(row.check, row.status) for row in rows] == [
         ("keys", SKIP), ("values", FAIL), ("template", SKIP), ("llamafactory", FAIL), ("deepspeed schema", SKIP)
     ]  # fmt: skip
-    assert rows[1].found == "cutoff_len: 0 must be above 0"  # our own range check still has its verdict
+    assert rows[1].found == "cutoff_len: 0 must be at least 1"  # our own range check still has its verdict
     assert rows[3].found == "the check itself crashed (exit 1): no output"
+
+
+def test_declared_gpus_need_a_memory_size(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from arpo_train_sft.train import preflight
+    from arpo_train_sft.train.preflight import environment
+
+    monkeypatch.setattr(environment, "detect_gpus", lambda: [])
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("stage: sft\n")
+    with pytest.raises(UserError, match=r"^--gpus 8: no GPU memory to plan with .* pass --gpu-mem GIB"):
+        preflight.gpus_for("8", None, bare)
+    sized = tmp_path / "sized.yaml"
+    sized.write_text("# Sized for: one node with 8x 24 GB GPUs\nstage: sft\n")
+    gpus, declared = preflight.gpus_for("8", None, sized)
+    assert declared and len(gpus) == 8 and {gpu.mem_gib for gpu in gpus} == {24.0}
+    assert {gpu.mem_gib for gpu in preflight.gpus_for("2", "80", sized)[0]} == {80.0}
+
+
+def test_nul_bytes_in_config_values_are_one_line(tmp_path: Path):
+    config = tmp_path / "run.yaml"
+    config.write_text('stage: sft\noutput_dir: "out\\0dir"\n')
+    from arpo_train_sft.train.config import load_run_config
+
+    with pytest.raises(UserError) as err:
+        load_run_config(config)
+    assert err.value.problems == [f"{config}: key 'output_dir' holds a NUL byte; remove it"]

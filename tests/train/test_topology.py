@@ -70,12 +70,19 @@ def test_c10d_rendezvous_from_the_environment():
     ("env", "message"),
     [
         ({"NPROC_PER_NODE": "eight"}, "NPROC_PER_NODE='eight': expected a whole number"),
-        ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE must be at least 1"),
+        ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE=0: must be at least 1"),
+        ({"NPROC_PER_NODE": "9"}, "NPROC_PER_NODE=9: must be at most 8 (one rank per GPU, 8 here)"),
         ({"NNODES": "0"}, "NNODES=0: must be at least 1"),
-        ({"NNODES": "-1"}, "NNODES='-1': expected a whole number"),
+        ({"NNODES": "-1"}, "NNODES=-1: must be at least 1; expected a whole number from 1 to 100,000"),
+        ({"NNODES": "2²"}, "NNODES='2²': expected a whole number from 1 to 100,000, in ASCII digits"),
+        ({"NODE_RANK": "١"}, "NODE_RANK='١': expected a whole number"),
+        ({"NPROC_PER_NODE": "²"}, "NPROC_PER_NODE='²': expected a whole number"),
+        ({"MASTER_PORT": "8²"}, "MASTER_PORT='8²': expected a whole number from 1 to 65,535"),
+        ({"RDZV_ENDPOINT": "head:2²", "RDZV_ID": "j"}, "RDZV_ENDPOINT='head:2²': expected HOST:PORT"),
+        ({"NNODES": "1" * 5000}, "NNODES='111"),
         ({"NNODES": "2", "NODE_RANK": "2", "MASTER_ADDR": "n0"}, "NODE_RANK=2 must be below NNODES=2"),
         ({"NNODES": "2"}, "set MASTER_ADDR to the address of node 0"),
-        ({"MASTER_PORT": "99999"}, "MASTER_PORT=99999: expected a TCP port between 1 and 65535"),
+        ({"MASTER_PORT": "99999"}, "MASTER_PORT=99999: must be at most 65,535"),
         ({"RDZV_TIMEOUT": "0"}, "RDZV_TIMEOUT=0: must be at least 1"),
         ({"ARPO_SFT_HEARTBEAT_TIMEOUT": "soon"}, "ARPO_SFT_HEARTBEAT_TIMEOUT='soon'"),
         ({"RDZV_ID": "j"}, "RDZV_ID is set but RDZV_ENDPOINT is not"),
@@ -101,3 +108,15 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_cpu_ranks_are_bounded_by_the_cores_but_never_below_the_demo():
+    with pytest.raises(UserError) as err:
+        topology_from_env({"NPROC_PER_NODE": "1000"}, gpus=0, cores=2)
+    assert err.value.problems == [
+        "NPROC_PER_NODE=1000: must be at most 2 (one rank per CPU core, 2 here); set it lower or unset it"
+    ]
+    assert topology_from_env({"NPROC_PER_NODE": "2"}, gpus=0, cores=1).nproc_per_node == CPU_RANKS
+    assert topology_from_env({"NPROC_PER_NODE": "16"}, gpus=0, cores=16).nproc_per_node == 16
+    # A GPU count declared for another machine (preflight --gpus 16) bounds the ranks instead.
+    assert topology_from_env({"NPROC_PER_NODE": "16"}, gpus=16, cores=2).nproc_per_node == 16

@@ -6,19 +6,22 @@ reads the hardware a preset names and puts them together. Preflight calls `estim
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import UserError
 from ..config import RunConfig
+from ..hardware import GPUS
+from ..values import GPU_MEM_GIB, Bound, parse_number
 from .advice import advise
 from .terms import GIB, Setup, host_bytes, per_gpu_bytes, read_setup
 
 # "Sized for: one node with 8x 24 GB GPUs": GPU makers' GB on these cards are binary (a "24 GB" card has
 # 24,564 MiB), so the number is taken as GiB.
-_SIZED_FOR = re.compile(r"Sized for:.*?(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*GB GPUs", re.IGNORECASE)
-_HOST_RAM = re.compile(r"(\d+)\s*GB host RAM", re.IGNORECASE)
+_SIZED_FOR = re.compile(r"Sized for:.*?(\d+)\s*x\s*(\d+(?:\.\d+)?)\s*GB GPUs", re.IGNORECASE | re.ASCII)
+_HOST_RAM = re.compile(r"(\d+)\s*GB host RAM", re.IGNORECASE | re.ASCII)
 # How far the total may be off the measured peak: the tolerance a real 2-rank ZeRO-3 step holds it to
 # (tests/train/test_estimate_measured.py, on CPU: +0.5 to +4 % measured). Preflight fails a launch only
 # beyond it, since the GPU-only terms (CUDA context, allocator slack) are not yet measured on a GPU.
@@ -61,20 +64,21 @@ def hardware_from_header(path: Path) -> tuple[int | None, float | None, float | 
         lines.append(line.lstrip("# "))
     text = " ".join(lines)
     gpus, host = _SIZED_FOR.search(text), _HOST_RAM.search(text)
+    where = f"{path}: header 'Sized for:'"
     return (
-        int(gpus.group(1)) if gpus else None,
-        float(gpus.group(2)) if gpus else None,
-        float(host.group(1)) if host else None,
+        int(parse_number(f"{where} GPUs", gpus.group(1), GPUS)) if gpus else None,
+        float(parse_number(f"{where} GB per GPU", gpus.group(2), GPU_MEM_GIB)) if gpus else None,
+        float(parse_number(f"{where} GB host RAM", host.group(1), Bound(1, 10**9))) if host else None,
     )
 
 
 def check_hardware_args(gpus: int | None, gpu_mem_gib: float | None) -> list[str]:
     """Problems with a GPU count or memory given by the caller, one line each naming the flag."""
     problems = []
-    if gpus is not None and gpus < 1:
-        problems.append(f"--gpus {gpus}: expected a whole number of GPUs, at least 1")
-    if gpu_mem_gib is not None and not gpu_mem_gib > 0:
-        problems.append(f"--gpu-mem {gpu_mem_gib}: expected a positive number of GiB per GPU")
+    if gpus is not None and not GPUS.admits(gpus):
+        problems.append(f"--gpus {gpus}: expected {GPUS.describe()}")
+    if gpu_mem_gib is not None and not (math.isfinite(gpu_mem_gib) and GPU_MEM_GIB.admits(gpu_mem_gib)):
+        problems.append(f"--gpu-mem {gpu_mem_gib}: expected {GPU_MEM_GIB.describe()} GiB per GPU")
     return problems
 
 

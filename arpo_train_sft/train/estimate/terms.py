@@ -16,6 +16,7 @@ from pathlib import Path
 from ...errors import UserError
 from ..config import RunConfig
 from ..shapes import ModelShape, model_shape
+from ..values import Bound, config_int, json_number
 
 GIB = 1024**3
 # transformers' TrainingArguments default, and LLaMA-Factory's cutoff_len default, for configs without them.
@@ -31,6 +32,12 @@ FRAGMENTATION = 0.05
 HOST_PER_RANK_GIB = 3.0
 GPUS_PER_NODE = 8
 DS_MAX_LIVE = 1_000_000_000  # DeepSpeed's default stage3_max_live_parameters (the shipped JSONs set it too)
+# The DeepSpeed numbers the estimate reads: (key, DeepSpeed's default, accepted range).
+_DS_NUMBERS = (
+    ("stage", 0, Bound(0, 3)),
+    ("reduce_bucket_size", 500_000_000, Bound(1, 10**15)),
+    ("stage3_max_live_parameters", DS_MAX_LIVE, Bound(0, 10**15)),
+)
 
 
 @dataclass(frozen=True)
@@ -60,22 +67,29 @@ class Setup:
 def read_setup(cfg: RunConfig) -> Setup:
     """The estimate's inputs from the merged config values and its DeepSpeed JSON."""
     values = cfg.values
-    problems = []
-    ints = {}
+    problems, ints = [], {}
     for key, default in (
         ("per_device_train_batch_size", DEFAULT_MICRO_BATCH),
         ("gradient_accumulation_steps", 1),
         ("cutoff_len", DEFAULT_CUTOFF),
     ):
-        value = values.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            problems.append(f"{cfg.path}: key '{key}' is {value!r}; expected a whole number, at least 1")
-        ints[key] = value
-    if problems:
-        raise UserError(problems)
+        try:
+            ints[key] = config_int(key, values.get(key), default)
+        except UserError as err:
+            problems += [f"{cfg.path}: {line}" for line in err.problems]
     ds_path = str(values.get("deepspeed") or "")
     zero = _zero_config(cfg.path, ds_path) if ds_path else {}
-    bucket = zero.get("reduce_bucket_size", 500_000_000)  # DeepSpeed's own default
+    numbers = {}
+    for key, default, bound in _DS_NUMBERS:
+        value = zero.get(key, default)
+        try:
+            numbers[key] = (
+                None if value == "auto" else json_number(f"{ds_path}: zero_optimization.{key}", value, bound)
+            )
+        except UserError as err:
+            problems += err.problems
+    if problems:
+        raise UserError(problems)
     flash = str(values.get("flash_attn", "auto"))
     return Setup(
         shape=model_shape(str(values.get("model_name_or_path", ""))),
@@ -84,11 +98,11 @@ def read_setup(cfg: RunConfig) -> Setup:
         cutoff=ints["cutoff_len"],
         elem_bytes=2 if any(values.get(k) for k in ("bf16", "pure_bf16", "fp16")) else 4,
         deepspeed=ds_path,
-        stage=int(zero.get("stage", 0)),
+        stage=numbers["stage"] or 0,
         offload_optimizer=_offloaded(zero, "offload_optimizer"),
         offload_param=_offloaded(zero, "offload_param"),
-        reduce_bucket=int(float(bucket)) if bucket != "auto" else None,
-        max_live=int(float(zero.get("stage3_max_live_parameters", DS_MAX_LIVE))),
+        reduce_bucket=numbers["reduce_bucket_size"],
+        max_live=numbers["stage3_max_live_parameters"] or DS_MAX_LIVE,
         checkpointing=not values.get("disable_gradient_checkpointing", False),
         liger=bool(values.get("enable_liger_kernel", False)),
         # LLaMA-Factory's "auto" lets transformers choose, which is sdpa; "disabled" is the eager path.
@@ -100,7 +114,7 @@ def _zero_config(config_path: Path, ds_path: str) -> dict:
     path = Path(ds_path)
     try:
         zero = json.loads(path.read_text(encoding="utf-8")).get("zero_optimization", {})
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+    except (OSError, ValueError, RecursionError, AttributeError) as err:
         raise UserError(
             f"{config_path}: deepspeed config {path} cannot be read ({err}); fix the path"
         ) from None
@@ -108,7 +122,8 @@ def _zero_config(config_path: Path, ds_path: str) -> dict:
 
 
 def _offloaded(zero: dict, key: str) -> bool:
-    return str((zero.get(key) or {}).get("device", "none")) in ("cpu", "nvme")
+    section = zero.get(key) or {}
+    return isinstance(section, dict) and str(section.get("device", "none")) in ("cpu", "nvme")
 
 
 def layer_activation_bytes(s: Setup) -> float:

@@ -45,8 +45,12 @@ def run_preflight(plan: Plan) -> list[Row]:
 
 
 def failures(rows: list[Row], allowed: tuple[str, ...] = ()) -> list[str]:
-    """The failing rows as error lines, one each, less those of the checks in `allowed`."""
-    return [row.line for row in rows if row.status == FAIL and row.check not in allowed]
+    """The failing rows as error lines, one each, less those of the checks in `allowed`; secrets masked.
+
+    A row may echo a value as it was given (`hf_hub_token: ['hf_a', 'hf_b'] is not a string`), and these
+    lines reach the terminal, the training log's header and callers' own messages.
+    """
+    return [redact(row.line) for row in rows if row.status == FAIL and row.check not in allowed]
 
 
 def check_allowed(names: list[str]) -> tuple[str, ...]:
@@ -74,22 +78,39 @@ def print_table(rows: list[Row], title: str) -> None:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
-def gpus_for(gpus_flag: str | None, mem_flag: str | None) -> tuple[list[Gpu], bool]:
-    """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem declare; and whether declared."""
+def gpus_for(
+    gpus_flag: str | None, mem_flag: str | None, config: Path | None = None
+) -> tuple[list[Gpu], bool]:
+    """The GPUs to plan for: this machine's, or the ones --gpus/--gpu-mem declare; and whether declared.
+
+    A declared GPU's memory comes from --gpu-mem, else the preset's "Sized for:" header, else this machine's
+    GPUs; with none of them there is nothing to plan with. --gpus counts one node's GPUs, at most
+    RANKS_PER_NODE_MAX, and the list holds one shared record per GPU.
+    """
+    from ..estimate import hardware_from_header
     from ..hardware import gpu_count, gpu_memory
+    from ..values import RANKS_PER_NODE_MAX
     from .environment import detect_gpus
 
     mem = None if mem_flag is None else gpu_memory(mem_flag)
+    count = None if gpus_flag is None else gpu_count(gpus_flag, RANKS_PER_NODE_MAX)
     visible = detect_gpus()
-    if gpus_flag is None:
+    if count is None:
         if mem is None:
             return visible, False
         if not visible:
             raise UserError("--gpu-mem: no GPU is visible here; also pass --gpus N to plan for N GPUs")
         return [Gpu(gpu.name, mem, gpu.capability) for gpu in visible], True
-    count = gpu_count(gpus_flag)
-    template = visible[0] if visible else Gpu("declared GPU", 0.0)
-    return [Gpu(template.name, mem or template.mem_gib, template.capability) for _ in range(count)], True
+    header = hardware_from_header(config)[1] if mem is None and config is not None else None
+    template = visible[0] if visible else None
+    mem = mem or header or (template.mem_gib if template else None)
+    if mem is None:
+        raise UserError(
+            f"--gpus {count}: no GPU memory to plan with (no --gpu-mem, no 'Sized for: ... Nx M GB GPUs' "
+            "header, no GPU visible here); pass --gpu-mem GIB, e.g. --gpu-mem 80"
+        )
+    gpu = Gpu(template.name if template else "declared GPU", mem, template.capability if template else None)
+    return [gpu] * count, True
 
 
 def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
@@ -97,7 +118,7 @@ def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
     from ..config import load_run_config
 
     cfg = load_run_config(Path(args.config), args.overrides)
-    gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem", None))
+    gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem", None), cfg.path)
     return Plan(cfg=cfg, gpus=gpus, env=dict(os.environ), declared=declared, fresh=fresh)
 
 

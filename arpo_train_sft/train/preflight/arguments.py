@@ -9,43 +9,34 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from ..config import RunConfig
 from ..launch import own_bin_first
 from ..topology import free_port
+from ..values import config_problems
 from .child import RESULT_MARK
 from .environment import installed_gpu_packages
 from .rows import FAIL, OK, SKIP, Plan, Row
 
-# Numbers LLaMA-Factory takes without a word and that only fail (or silently do nothing) once training runs.
-_POSITIVE = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "cutoff_len",
-             "save_steps", "logging_steps", "save_total_limit", "max_samples", "preprocessing_num_workers")  # fmt: skip
-_NOT_NEGATIVE = ("warmup_steps", "weight_decay", "max_grad_norm")
 # A torchrun rank's environment for the one-rank job the LLaMA-Factory check runs in.
 _ONE_RANK = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "GROUP_RANK": "0"}
 _PRECISION_FLAGS = ("bf16", "fp16", "pure_bf16")
 CHILD_TIMEOUT_S = 600
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def range_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
-    """(found, fix) for numbers that type-check but make no sense for training."""
-    problems = []
-    for key in _POSITIVE:
-        value = values.get(key)
-        if _is_number(value) and value <= 0:
-            problems.append((f"{key}: {value} must be above 0", f"set {key} to a positive number"))
-    for key in _NOT_NEGATIVE:
-        value = values.get(key)
-        if _is_number(value) and value < 0:
-            problems.append((f"{key}: {value} must not be negative", f"set {key} to 0 or more"))
-    max_steps = values.get("max_steps", -1)
-    if _is_number(max_steps) and max_steps != -1 and max_steps < 1:
-        problems.append((f"max_steps: {max_steps} must be -1 (use epochs) or at least 1", "fix max_steps"))
-    epochs = values.get("num_train_epochs", 3.0)
-    if _is_number(epochs) and epochs <= 0:
-        problems.append((f"num_train_epochs: {epochs} must be above 0", "set num_train_epochs (ARPO: 3)"))
+    """(found, fix) for values LLaMA-Factory takes but that fail or mislead once the ranks run.
+
+    Numbers out of range or not finite (train/values.py holds the ranges), an output_dir that names no
+    directory, a tokenized_path that is a file (LLaMA-Factory loads it as a saved dataset).
+    """
+    problems = config_problems(values)
+    problem = RunConfig(Path("."), (), values).output_dir_problem()
+    if problem:
+        problems.append((problem, "set output_dir to the run's directory, e.g. saves/my-run"))
+    tokenized = values.get("tokenized_path")
+    if isinstance(tokenized, str) and tokenized and Path(tokenized).is_file():
+        found = f"tokenized_path: {tokenized} is a file, not a saved dataset directory"
+        problems.append((found, "point it at a directory, or remove the key to let the launcher build it"))
     return problems
 
 
@@ -66,7 +57,10 @@ def check_config(plan: Plan) -> list[Row]:
     ranges = range_problems(values)
     runnable = not ranges and not (deepspeed and not Path(str(deepspeed)).is_file())
     parse, adjusted = child_values(plan) if runnable else (None, [])
-    request = {"values": values, "parse": parse, "deepspeed": deepspeed if runnable else None}
+    from .environment import world_size
+
+    job = {"world_size": world_size(plan), **{key: bool(values.get(key)) for key in ("bf16", "fp16")}}
+    request = {"values": values, "parse": parse, "deepspeed": deepspeed if runnable else None, "job": job}
     result = _ask_child(plan, {**request, "imports": installed_gpu_packages(values)})
     if isinstance(result, Row):  # the child crashed or hung: only our own range checks have a verdict
         skipped = "not run: LLaMA-Factory's check did not answer (see llamafactory)"

@@ -27,15 +27,51 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def llamafactory_problem(values: dict[str, Any]) -> str | None:
-    """What LLaMA-Factory refuses in `values` (its own message), or None when it accepts them."""
+def llamafactory_problem(values: dict[str, Any]) -> tuple[str | None, Any]:
+    """What LLaMA-Factory refuses in `values` (its own message) or None; and its TrainingArguments if any."""
     from ...lf.args import parse_train_args
 
     try:
-        parse_train_args(values)
+        return None, parse_train_args(values)
     except Exception as err:  # noqa: BLE001  (whatever it raises is its refusal; report it, do not crash)
-        return _first_line(err)
-    return None
+        return _first_line(err), None
+
+
+class _JobArgs:
+    """The TrainingArguments as the launched job will have them: its world size, the config's precision.
+
+    The child is one rank with precision switched off where no GPU is (arguments.child_values), so both
+    are put back before transformers fills and compares the DeepSpeed config.
+    """
+
+    def __init__(self, args: Any, world_size: int, precision: dict[str, bool]) -> None:
+        self._args, self.world_size = args, world_size
+        self.bf16, self.fp16 = precision.get("bf16", False), precision.get("fp16", False)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._args, name)
+
+
+def deepspeed_mismatches(path: Path, args: Any, world_size: int, precision: dict[str, bool]) -> list[str]:
+    """What the DeepSpeed JSON contradicts in the config, by transformers' own fill-and-compare.
+
+    `HfTrainerDeepSpeedConfig.trainer_config_process` fills every "auto" from TrainingArguments and lists
+    each value that differs (micro-batch, accumulation, global batch, clipping, optimizer, precision);
+    transformers raises on that list only once the model is built on every rank.
+    """
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig, unset_hf_deepspeed_config
+
+    try:
+        config = HfTrainerDeepSpeedConfig(str(path))
+        config.trainer_config_process(_JobArgs(args, world_size, precision))
+    except (ValueError, TypeError, AttributeError) as err:  # its own reading of a malformed JSON
+        return [f"{path}: {_first_line(err)}"]
+    finally:
+        unset_hf_deepspeed_config()
+    return [
+        f"{line.removeprefix('- ')} (DeepSpeed's value against the config's); set it to \"auto\" or match them"
+        for line in config.mismatches
+    ]
 
 
 def deepspeed_problems(path: Path) -> list[str]:
@@ -58,6 +94,21 @@ def deepspeed_problems(path: Path) -> list[str]:
     except TypeError as err:
         return [f"zero_optimization: {_first_line(err)}"]
     return []
+
+
+def report_to_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(found, fix) for a `report_to` backend transformers does not know: it raises only when the Trainer starts."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    value = values.get("report_to")
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    known = ["none", "all", *INTEGRATION_TO_CALLBACK]
+    fix = f"use one of: {', '.join(known)}"
+    return [
+        (f"report_to: {name!r} is not a logging backend transformers knows", fix)
+        for name in names
+        if name not in known
+    ]
 
 
 def import_problems(packages: list[str]) -> dict[str, str | None]:
@@ -91,7 +142,7 @@ def main() -> None:
         "torch": torch.__version__,
         "imports": import_problems(request.get("imports", [])),
         "keys": args.unknown_key_problems(values),
-        "types": args.type_problems(values),
+        "types": args.type_problems(values) + report_to_problems(values),
         "templates": sorted(args.template_names()),
         "llamafactory": None,
         "deepspeed": [],
@@ -102,10 +153,14 @@ def main() -> None:
         not result["keys"] and not result["types"] and (template is None or template in result["templates"])
     )
     if valid and request.get("parse") is not None:
-        result["llamafactory"] = llamafactory_problem(request["parse"])
+        result["llamafactory"], parsed = llamafactory_problem(request["parse"])
         result["parsed"] = True
         if request.get("deepspeed"):
-            result["deepspeed"] = deepspeed_problems(Path(request["deepspeed"]))
+            path = Path(request["deepspeed"])
+            result["deepspeed"] = deepspeed_problems(path)
+            if parsed is not None and not result["deepspeed"]:
+                job = request.get("job", {})
+                result["deepspeed"] = deepspeed_mismatches(path, parsed, job.get("world_size", 1), job)
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, requires, version
 
 from ...errors import UserError
 from ..topology import CPU_RANKS, topology_from_env
+from ..values import RANKS_PER_NODE_MAX, SECONDS, Bound, parse_number
 from .rows import FAIL, OK, SKIP, WARN, Gpu, Plan, Row
 
 DISTRIBUTION = "arpo-train-sft"
@@ -135,8 +136,13 @@ def check_gpus(plan: Plan) -> list[Row]:
         return [Row("gpus", OK, f"no GPU: {CPU_RANKS} CPU ranks (gloo)")]
     source = "declared" if plan.declared else "visible"
     rows = [Row("gpus", OK, f"{len(gpus)} {source}: {gpus[0].name}, {gpus[0].mem_gib:.1f} GiB each")]
-    requested = plan.env.get("NPROC_PER_NODE", "")
-    if requested.isdigit() and int(requested) > len(gpus):
+    try:
+        requested = parse_number(
+            "NPROC_PER_NODE", plan.env.get("NPROC_PER_NODE") or "0", Bound(0, RANKS_PER_NODE_MAX)
+        )
+    except UserError:
+        requested = 0  # the topology row names what is wrong with it
+    if requested > len(gpus):
         rows = [Row("gpus", FAIL, f"NPROC_PER_NODE={requested} but {len(gpus)} GPUs are {source}",
                     f"set NPROC_PER_NODE to {len(gpus)} or less (or unset it)")]  # fmt: skip
     capability = min((gpu.capability for gpu in gpus if gpu.capability), default=None)
@@ -187,10 +193,9 @@ def check_topology(plan: Plan) -> list[Row]:
     timeout = plan.cfg.values.get("ddp_timeout", 1800)
     if not isinstance(timeout, int) or isinstance(timeout, bool):
         return rows  # the values row names the type problem
-    if timeout <= 0:
-        rows.append(
-            Row("ddp_timeout", FAIL, f"ddp_timeout: {timeout} s", "set it in seconds, e.g. 1800", plan.where)
-        )
+    if not SECONDS.admits(timeout):
+        fix = f"set it in seconds, e.g. 1800 ({SECONDS.describe()})"
+        rows.append(Row("ddp_timeout", FAIL, f"ddp_timeout: {timeout} s", fix, plan.where))
     elif timeout < MIN_DDP_TIMEOUT_S:
         rows.append(Row("ddp_timeout", WARN, f"ddp_timeout: {timeout} s: ranks waiting on rank 0's tokenizing "
                         "time out", f"set it to {MIN_DDP_TIMEOUT_S} or more", plan.where))  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...demo.model import DEMO_MODEL_DIR
 from ..config import RunConfig
-from .rows import FAIL, OK, WARN, Plan, Row
+from .rows import FAIL, OK, SKIP, WARN, Plan, Row
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 ARPO_HUB_FILE = "final_5w4_still.jsonl"
@@ -134,11 +134,17 @@ def check_deepspeed_file(plan: Plan) -> list[Row]:
                     "use one of examples/deepspeed/*.json", plan.where)]  # fmt: skip
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-        zero = config.get("zero_optimization", {})
-        offloaded = [part for part in ("optimizer", "param")
-                     if zero.get(f"offload_{part}", {}).get("device", "none") != "none"]  # fmt: skip
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         return [Row("deepspeed", FAIL, f"not valid JSON ({err})", "fix the file", str(path))]
+    zero = config.get("zero_optimization", {}) if isinstance(config, dict) else None
+    sections = (
+        [zero.get(f"offload_{part}", {}) for part in ("optimizer", "param")] if isinstance(zero, dict) else []
+    )
+    if not isinstance(zero, dict) or not all(isinstance(section, dict) for section in sections):
+        found = "expected a JSON object with a zero_optimization object (and offload_* objects in it)"
+        return [Row("deepspeed", FAIL, found, "use one of examples/deepspeed/*.json as a base", str(path))]
+    parts = zip(("optimizer", "param"), sections, strict=True)
+    offloaded = [part for part, section in parts if section.get("device", "none") != "none"]
     offload = f", {' and '.join(offloaded)} offloaded to CPU" if offloaded else ""
     # Whether this stage/offload fits the GPUs is the memory row's to say (train/estimate.py).
     return [Row("deepspeed", OK, f"{path}: ZeRO-{zero.get('stage', 0)}{offload}")]
@@ -174,7 +180,7 @@ def _saves(plan: Plan) -> int | None:
             )
         save_steps = values.get("save_steps", 500)
         return int(1 / save_steps) if save_steps < 1 else int(steps // save_steps)
-    except (TypeError, ZeroDivisionError):  # the values row already names the bad number
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):  # the values row names the bad number
         return None
 
 
@@ -182,6 +188,8 @@ def check_output_dir(plan: Plan) -> list[Row]:
     """output_dir writable, disk enough for the checkpoints kept, and what a relaunch will do."""
     from .sizes import CHECKPOINT_BYTES_PER_PARAM, FINAL_MODEL_BYTES_PER_PARAM, model_params
 
+    if plan.cfg.output_dir_problem():
+        return [Row("output_dir", SKIP, "not checked: see the values row")]
     out = plan.cfg.output_dir
     if out.exists() and not out.is_dir():
         return [
