@@ -12,6 +12,8 @@ from typing import Any
 from llamafactory.extras.constants import CHECKPOINT_NAMES
 from llamafactory.hparams.parser import _TRAIN_ARGS
 
+from ..secrets import is_secret_key
+
 
 def training_keys() -> set[str]:
     """Every key LLaMA-Factory's training parser accepts, read from its own dataclasses."""
@@ -89,8 +91,10 @@ def type_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     for key, value in values.items():
         if key in hints and _accepts(hints[key], value) is False:
+            # A token's value is never formatted, even masked later: name its type instead.
+            shown = f"a {type(value).__name__}" if is_secret_key(key) else repr(value)
             problems.append(
-                (f"{key}: {value!r} is not {_describe(hints[key])}", f"set {key} to {_describe(hints[key])}")
+                (f"{key}: {shown} is not {_describe(hints[key])}", f"set {key} to {_describe(hints[key])}")
             )
     return problems
 
