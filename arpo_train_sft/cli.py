@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import errno
 import os
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 
+from .atomic import DISK_FULL_ERRNOS
 from .checkpoint import export, plot
 from .data import check, download, parity, prepare, stats
 from .demo import model
@@ -53,8 +53,6 @@ EPILOG = (
     + EXIT_TABLE
     + "\n"
 )
-# A full disk or quota is the host's problem; every other OSError on a named path is the user's to fix.
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -112,10 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         print("arpo-sft: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as err:
+        # A write into a full disk names no file (errno 28 from write()); it is still the host's, not a bug.
+        if err.errno in DISK_FULL_ERRNOS and err.filename is None:
+            _error(
+                f"{err.strerror} while writing an output; free space on that filesystem or write elsewhere"
+            )
+            return EXIT_ENVIRONMENT
         if err.filename is None:
             return _internal(err)
         where = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
-        if err.errno in _DISK_ERRNOS:
+        if err.errno in DISK_FULL_ERRNOS:
             _error(f"{where}: {err.strerror}; free space on that filesystem or write elsewhere")
             return EXIT_ENVIRONMENT
         _error(f"{where}: {err.strerror or err}; pass another path")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from arpo_train_sft.cli import main
-from arpo_train_sft.errors import EXIT_USER_ERROR
+from arpo_train_sft.errors import EXIT_INTERNAL, EXIT_USER_ERROR
 
 from .conftest import run_env
 
@@ -21,8 +21,10 @@ def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def train_errors(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
     """Run `arpo-sft train ARGV` in-process; it must refuse, and say why on stderr."""
-    assert main(["train", *argv]) == EXIT_USER_ERROR
+    code = main(["train", *argv])
     captured = capsys.readouterr()
+    assert code != EXIT_INTERNAL, captured.err  # no input a user can give is a bug
+    assert code == EXIT_USER_ERROR, captured.err
     assert "torch.distributed.run" not in captured.out, "torchrun must not start"
     lines = captured.err.splitlines()
     assert lines and all(line.startswith("arpo-sft: error: ") for line in lines)

@@ -27,8 +27,13 @@ def _launch(run_dir: Path) -> tuple[str, dict[str, Any]]:
 
     log = run_dir / "training.log"
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    heads = [shlex.split(line.split(" ", 2)[2]) for line in lines if line.startswith("===== ")]
-    argv = heads[-1] if heads else []
+    heads = [line.split(" ", 2)[2] for line in lines if line.startswith("===== ") and line.count(" ") >= 2]
+    try:
+        argv = shlex.split(heads[-1]) if heads else []
+    except (
+        ValueError
+    ):  # a header torn by a full disk or an edit: the card says `?` rather than fail the export
+        argv = []
     at = argv.index(ENTRY_MODULE) + 1 if ENTRY_MODULE in argv else len(argv)
     if at >= len(argv):
         return "", {}
@@ -48,18 +53,27 @@ def _training_args(path: Path) -> dict[str, Any]:
     return {k: v.value if isinstance(v, enum.Enum) else v for k, v in args.items()}
 
 
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON object the card only quotes from; torn, missing or another shape leaves its rows at `?`."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def model_card(source: Source, out_name: str, dtype: str) -> str:
     """A short README.md: base model, data, hyperparameters, steps and the exact source checkpoint."""
     launch, values = _launch(source.path.parent if source.tag_dir else source.path)
     values |= _training_args(source.path)  # the pickled arguments beat a YAML that may have changed since
-    state_file = source.path / "trainer_state.json"
-    state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
-    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    state = _json_object(source.path / "trainer_state.json")
+    config = _json_object(source.path / "config.json")
     base = values.get("model_name_or_path") or config.get("_name_or_path")
     rows = [(key, values.get(key, "?")) for key in CARD_KEYS]
     rows += [("global_step", state.get("global_step", "?")), ("epoch", state.get("epoch", "?"))]
-    if source.world and "per_device_train_batch_size" in values:
-        per_rank = values["per_device_train_batch_size"] * values.get("gradient_accumulation_steps", 1)
+    sizes = (values.get("per_device_train_batch_size"), values.get("gradient_accumulation_steps", 1))
+    if source.world and all(type(size) is int for size in sizes):  # a YAML edited since may hold anything
+        per_rank = sizes[0] * sizes[1]
         rows.append(("sequences per step", f"{per_rank * source.world} ({source.world} ranks)"))
     rows.append(("launch", f"`{launch}`" if launch else "? (no `arpo-sft train` header in training.log)"))
     origin = f"`{source.path.resolve()}`"

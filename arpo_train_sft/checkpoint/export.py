@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import check_outputs, disk_filled, disk_full
 from ..errors import UserError
 from .card import model_card
 from .scan import CheckpointScan, scan
@@ -78,6 +79,27 @@ def _confirm_zero(found: CheckpointScan) -> CheckpointScan:
     return found
 
 
+def read_config(path: Path) -> Any:
+    """The transformers config of the model in `path`, or one line naming config.json and the fix."""
+    import json
+
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+
+    where, fix = path / "config.json", "restore the config.json the model was saved with"
+    try:  # transformers indexes whatever JSON it finds as a dict: a list or a string would be a TypeError
+        shape = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise UserError(f"{where}: cannot be read as JSON ({_one_line(err)}); {fix}") from None
+    if not isinstance(shape, dict):
+        kind = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}.get(type(shape))
+        raise UserError(f"{where}: holds {kind or 'a number'}, not a JSON object; {fix}")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, TypeError, StrictDataclassError) as err:
+        raise UserError(f"{where}: {_one_line(err)}; {fix}") from None
+
+
 def inspect_source(path: Path) -> Source:
     """Check that path is a ZeRO checkpoint or a saved model, with a config and a tokenizer."""
     if not path.is_dir():
@@ -86,13 +108,7 @@ def inspect_source(path: Path) -> Source:
     _raise_problems(found)  # first the file names and zip directories, before DeepSpeed fails obscurely
     if found.tag_dir is not None:
         found = _confirm_zero(found)
-    from huggingface_hub.errors import StrictDataclassError
-    from transformers import AutoConfig
-
-    try:  # before any heavy work: the architecture the weights go into
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError, StrictDataclassError) as err:
-        raise UserError(f"{path / 'config.json'}: {_one_line(err)}; restore the run's config.json") from None
+    config = read_config(path)  # before any heavy work: the architecture the weights go into
     tokenizer_dir = next((d for d in (path, path.parent) if (d / "tokenizer_config.json").is_file()), None)
     if tokenizer_dir is None:
         raise UserError(
@@ -160,16 +176,35 @@ def verify(out: Path, reference: dict[str, Any], dtype: str) -> Report:
     return Report(params, DTYPES[dtype], shards, sum(f.stat().st_size for f in files), list(reference))
 
 
+def shard_size(text: str) -> int:
+    """`--max-shard-size` in bytes, parsed by the function save_pretrained itself uses (5GB, 500MB, 1.5GB)."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    try:
+        size = parse_size_to_int(text)
+    except (ValueError, OverflowError):
+        size = 0
+    if size <= 0:
+        raise UserError(
+            f"--max-shard-size {text!r}: not a size; fix: a positive number with a unit KB, MB, GB or TB, "
+            "e.g. 5GB or 500MB"
+        )
+    return size
+
+
 def export(checkpoint: Path, out_dir: Path, dtype: str = "bf16", max_shard_size: str = "5GB") -> Report:
     """Consolidate, cast and save checkpoint into out_dir via a sibling temp dir, verified before the rename."""
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(
-            f"{out_dir}: already exists and is not empty; pass a new OUT_DIR (nothing is overwritten)"
-        )
+    check_outputs({"CHECKPOINT": checkpoint}, {}, folders={"OUT_DIR": out_dir})
+    shard_bytes = shard_size(max_shard_size)
     source = inspect_source(checkpoint)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     partial = out_dir.with_name(f"{out_dir.name}.partial-{uuid.uuid4().hex[:8]}")
-    partial.mkdir()
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        partial.mkdir()
+    except OSError as err:
+        if disk_filled(err):
+            raise disk_full(out_dir, "nothing was exported") from None
+        raise
     try:
         state = consolidate(source)
         # Three distinct tensors (a tied lm_head is the embedding again) to check the saved files against.
@@ -177,7 +212,7 @@ def export(checkpoint: Path, out_dir: Path, dtype: str = "bf16", max_shard_size:
         names = [name for name in state if first_name[id(state[name])] == name]
         picks = dict.fromkeys([names[0], names[len(names) // 2], names[-1]])
         reference = {name: state[name].float() for name in picks}
-        build_model(source, state, dtype).save_pretrained(partial, max_shard_size=max_shard_size)
+        build_model(source, state, dtype).save_pretrained(partial, max_shard_size=shard_bytes)
         del state
         for name in COPIED_FILES:
             found = [d / name for d in (source.path, source.tokenizer_dir) if (d / name).is_file()]
@@ -191,8 +226,10 @@ def export(checkpoint: Path, out_dir: Path, dtype: str = "bf16", max_shard_size:
             raise UserError(
                 f"{out_dir}: appeared while exporting and is not empty; pass a new OUT_DIR"
             ) from None
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(partial, ignore_errors=True)  # only the temp dir made above, never the user's files
+        if disk_filled(err):  # config.json, a safetensors shard (Rust's IoError), a copied tokenizer file
+            raise disk_full(out_dir, "it was not created, and the partial copy was removed") from None
         raise
     return report
 
@@ -224,5 +261,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default="bf16", help="weight dtype (default: bf16)"
     )
-    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default: 5GB)")
+    parser.add_argument(
+        "--max-shard-size", default="5GB", help="largest safetensors file: KB, MB, GB or TB (default: 5GB)"
+    )
     parser.set_defaults(func=run)

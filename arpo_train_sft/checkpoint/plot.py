@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_writer
+from ..atomic import atomic_writer, check_outputs
 from ..errors import UserError
 from .scan import list_checkpoints
 
@@ -244,15 +244,15 @@ def plot_run(output_dir: Path, out: Path) -> tuple[TrainerLog, GradNorm, Metrics
             f"{log_path} not found: pass the run's output_dir (the `output_dir` of its YAML, e.g. "
             "checkpoints/demo-cpu), where LLaMA-Factory writes trainer_log.jsonl from the first logged step"
         )
+    # Every file the plot reads is an input the PNG must not replace (`--out RUN/trainer_log.jsonl`).
+    read = [log_path, output_dir / METRICS, output_dir / TRAINER_STATE]
+    read += [c / TRAINER_STATE for c in list_checkpoints(output_dir)]
+    check_outputs({f"OUTPUT_DIR's {p.relative_to(output_dir)}": p for p in read}, {"--out": out})
     log = read_trainer_log(log_path)
     if not log.steps:
         raise UserError(
             f"{log_path} has no line with a loss yet: wait for the first `logging_steps` steps, "
             "or lower logging_steps in the YAML"
-        )
-    if out.is_dir() or not out.parent.is_dir():
-        raise UserError(
-            f"--out {out}: needs a file name in an existing directory, e.g. {output_dir / DEFAULT_PNG}"
         )
     epochs = [e for e in log.epoch if e is not None]
     title = f"{output_dir.name}: steps {log.steps[0]}-{log.steps[-1]}"

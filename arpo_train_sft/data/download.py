@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..atomic import Discard, atomic_writer, check_outputs
-from ..errors import UserError
+from ..errors import EnvironmentProblem, UserError
 from .inputs import STDIN, open_input
 
 REPO_ID = "dongguanting/ARPO-SFT-54K"
@@ -178,25 +178,21 @@ def install(src: Path, dest: Path, force: bool) -> tuple[FileFacts, bool]:
             )
         _check_space(dest.parent, size, "--out")
         digest, size, rows = hashlib.sha256(), 0, 0
-        try:
-            with atomic_writer(dest, binary=True) as out:
-                for line in chain(seen, [first], lines):
-                    digest.update(line)
-                    size += len(line)
-                    rows += bool(line.strip())
-                    out.write(line)
-                if dest.exists():
-                    if _sha256(dest) == digest.hexdigest():
-                        changed = False
-                        raise Discard
-                    if not force:
-                        raise UserError(
-                            f"{dest}: already exists with different content; move it away, or pass --force"
-                        )
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _no_space(dest.parent, size, "--out") from None
-            raise
+        # A disk that fills during the copy is atomic_writer's one line (exit 3), the old file left in place.
+        with atomic_writer(dest, binary=True) as out:
+            for line in chain(seen, [first], lines):
+                digest.update(line)
+                size += len(line)
+                rows += bool(line.strip())
+                out.write(line)
+            if dest.exists():
+                if _sha256(dest) == digest.hexdigest():
+                    changed = False
+                    raise Discard
+                if not force:
+                    raise UserError(
+                        f"{dest}: already exists with different content; move it away, or pass --force"
+                    )
     return FileFacts(digest.hexdigest(), size, rows if head[:1] == b"{" else None), changed
 
 
@@ -229,9 +225,9 @@ def _check_space(directory: Path, needed: int, what: str) -> None:
         raise _no_space(directory, needed, what)
 
 
-def _no_space(directory: Path, needed: int | None, what: str) -> UserError:
+def _no_space(directory: Path, needed: int | None, what: str) -> EnvironmentProblem:
     need = f"needs {_human(needed)}" if needed is not None else "does not fit"
-    return UserError(
+    return EnvironmentProblem(
         f"{directory} ({what}): not enough disk space: {FILE_NAME} {need}, {_human(_free(directory))} free; "
         "free some space or point it at a bigger disk"
     )

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..atomic import atomic_writer
+from ..atomic import atomic_writer, check_outputs
 from ..errors import UserError
 from . import shipped_files
 
@@ -20,7 +20,13 @@ def write_workdir(target: Path, force: bool = False) -> list[str]:
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} is a file; choose a directory for `arpo-sft init`")
     shipped = shipped_files()
-    taken = [name for name in shipped if (target / name).exists() or (target / name).is_symlink()]
+    # Every file is checked before the first is written: a link, a device or a folder in a shipped file's place,
+    # or DIR being the package's own files, stops init with nothing written, --force or not.
+    check_outputs(
+        {f"the shipped {name}": source for name, source in shipped.items()},
+        {f"DIR's {name}": target / name for name in shipped},
+    )
+    taken = [name for name in shipped if (target / name).exists()]
     if taken and not force:
         more = f" (+{len(taken) - 3} more)" if len(taken) > 3 else ""
         raise UserError(

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..arpo.prompt import ARPO_SYSTEM_PROMPT
 from ..arpo.tags import boxed_answer, format_problems
+from ..atomic import check_outputs
+from ..checkpoint.export import read_config
 from ..errors import UserError
 from .loop import RESULT_FORMATS, STOP_TAGS, Generate, Limits, ResultFormat, Step, run_loop
 from .report import PromptReport, print_report, summarize, write_json
@@ -101,6 +103,11 @@ def check_model_dir(path: Path) -> None:
         problems.append(
             f"{path}: no tokenizer files; copy the tokenizer files from the base model, or {export}"
         )
+    if not problems:  # a config transformers cannot read would fail the load as a bug: say which key, now
+        try:
+            read_config(path)
+        except UserError as err:
+            problems += err.problems
     if problems:
         raise UserError(problems)
 
@@ -164,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--max-python-calls and --max-search-calls must be >= 0 (0 refuses every call)")
     model_dir = Path(args.model)
     check_model_dir(model_dir)
+    if args.report:  # before the model loads: never over the prompts, the corpus or a file of the model
+        inputs = {f"MODEL's {p.name}": p for p in sorted(model_dir.iterdir())}
+        inputs |= {flag: Path(v) for flag, v in (("--prompts", args.prompts), ("--corpus", args.corpus)) if v}
+        check_outputs(inputs, {"--report": Path(args.report)})
     prompts = read_prompts(Path(args.prompts)) if args.prompts else list(DEFAULT_PROMPTS)
     search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
     limits = Limits(max_python_calls=args.max_python_calls, max_search_calls=args.max_search_calls,

@@ -130,12 +130,30 @@ def test_missing_grad_norm_draws_a_note(tmp_path: Path, capsys):
     read_png(run / "training_curves.png")
 
 
-def test_out_must_be_a_file_in_an_existing_dir(tmp_path: Path):
+def test_out_is_checked_before_anything_is_read(tmp_path: Path):
     run = write_run(tmp_path / "run")
-    for out in (tmp_path, tmp_path / "nowhere" / "c.png"):
+    (tmp_path / "file").write_text("mine\n")
+    (tmp_path / "link.png").symlink_to(tmp_path / "file")
+    cases = {
+        tmp_path: "is a directory",
+        tmp_path / "file" / "c.png": f"{tmp_path / 'file'} is a file, not a folder",
+        tmp_path / "link.png": f"is a symbolic link to {tmp_path / 'file'}",
+        run / "trainer_log.jsonl": "is the same file as the input OUTPUT_DIR's trainer_log.jsonl",
+        run / "trainer_state.json": "is the same file as the input OUTPUT_DIR's trainer_state.json",
+    }
+    before = {p: p.read_bytes() for p in (run / "trainer_log.jsonl", run / "trainer_state.json")}
+    for out, says in cases.items():
         with pytest.raises(UserError) as err:
             run_cli(str(run), "--out", str(out))
-        assert err.value.problems[0].startswith(f"--out {out}: ")
+        (line,) = err.value.problems
+        assert line.startswith(f"--out {out}") and says in line, line
+    assert {p: p.read_bytes() for p in before} == before and (tmp_path / "file").read_text() == "mine\n"
+
+
+def test_out_in_a_folder_not_made_yet_is_written_there(tmp_path: Path):
+    run = write_run(tmp_path / "run")
+    assert run_cli(str(run), "--out", str(tmp_path / "new" / "c.png")) == 0
+    read_png(tmp_path / "new" / "c.png")
 
 
 def test_missing_trainer_log_is_a_user_error(tmp_path: Path):
