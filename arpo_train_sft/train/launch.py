@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import disk_filled, disk_full
 from ..secrets import redact
 from .topology import Topology
 
@@ -131,9 +132,14 @@ def run_teed(
     tail = bytearray() if tail is None else tail
     with log_path.open("ab") as log:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
-        log.write(f"\n===== {stamp} {redact(shlex.join(cmd))}\n".encode())
-        log.write("".join(f"# {redact(note)}\n" for note in notes).encode())
-        log.flush()
+        try:
+            log.write(f"\n===== {stamp} {redact(shlex.join(cmd))}\n".encode())
+            log.write("".join(f"# {redact(note)}\n" for note in notes).encode())
+            log.flush()
+        except OSError as err:
+            if disk_filled(err):
+                raise disk_full(log_path, "training was not started") from None
+            raise
         hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True,

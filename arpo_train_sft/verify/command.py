@@ -19,6 +19,9 @@ from .report import PromptReport, print_report, summarize, write_json
 from .sandbox import WEAK_FLAG, isolation_problem, run_python
 from .search import LocalCorpusSearch, SearchBackend
 
+# prompts files are hand-made lists of questions: 16 MiB is thousands of them.
+MAX_PROMPTS_BYTES = 16 * 2**20
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -58,19 +61,37 @@ def verify_prompt(
 
 
 def read_prompts(path: Path) -> list[Prompt]:
-    """Prompts from JSONL lines {"question": ..., "answer": optional}; every bad line is reported."""
+    """Prompts from JSONL lines {"question": ..., "answer": optional}; every bad line is reported.
+
+    At most MAX_PROMPTS_BYTES are read (an endless file such as /dev/zero ends at once), and each line goes
+    through the data readers' bounded decode (nesting depth, integer digits).
+    """
+    from ..data.bounds import decode
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_PROMPTS_BYTES + 1)
+        lines = raw.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: cannot read the prompts ({err}); pass a readable UTF-8 JSONL file") from err
+    if len(raw) > MAX_PROMPTS_BYTES:
+        raise UserError(
+            f"{path}: over {MAX_PROMPTS_BYTES // 2**20} MiB of prompts; split it into smaller files"
+        )
     prompts, problems = [], []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.append(f"{path}:{number}: not valid JSON ({err.msg}); fix or delete the line")
+            row, end, limit = decode(line, len(line) - len(line.lstrip()))
+            if limit is None and line[end:].strip():
+                raise json.JSONDecodeError("extra data after the object", line, end)
+        except (json.JSONDecodeError, RecursionError) as err:
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+            problems.append(f"{path}:{number}: not valid JSON ({reason}); fix or delete the line")
+            continue
+        if limit is not None:
+            problems.append(f"{path}:{number}: {limit}")
             continue
         question = row.get("question") if isinstance(row, dict) else None
         answer = row.get("answer") if isinstance(row, dict) else None

@@ -52,6 +52,13 @@ def print_report(model: Path, reports: list[PromptReport], summary: dict[str, An
     """A rich table, one row per prompt, then each format problem and the totals."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from .sandbox import terminal_safe
+
+    def shown(text: str) -> Text:
+        # Questions and answers are other people's and the model's text: no markup, no terminal controls.
+        return Text(terminal_safe(text))
 
     table = Table(title=f"arpo-sft verify {model}")
     table.add_column("question", min_width=20)
@@ -59,14 +66,22 @@ def print_report(model: Path, reports: list[PromptReport], summary: dict[str, An
         table.add_column(column)
     marks = {True: "yes", False: "no", None: "-"}
     for i, r in enumerate(reports, 1):
-        table.add_row(f"{i}. {r.question[:60]}", f"{r.python_calls}/{r.search_calls}", (r.answer or "-")[:30],
-                      marks[r.correct], marks[r.compliant], r.stop, f"{r.elapsed_s:.1f}")  # fmt: skip
+        table.add_row(
+            shown(f"{i}. {r.question[:60]}"),
+            f"{r.python_calls}/{r.search_calls}",
+            shown((r.answer or "-")[:30]),
+            marks[r.correct],
+            marks[r.compliant],
+            r.stop,
+            f"{r.elapsed_s:.1f}",
+        )
     console = Console()
     console.print(table)
     for i, r in enumerate(reports, 1):
         if r.problems:
             console.print(
-                f"#{i}: {'; '.join(r.problems[:3])}{' ...' if len(r.problems) > 3 else ''}", markup=False
+                shown(f"#{i}: {'; '.join(r.problems[:3])}{' ...' if len(r.problems) > 3 else ''}"),
+                markup=False,
             )
     accuracy = "-" if summary["accuracy"] is None else f"{summary['accuracy']:.0%} of {summary['scored']}"
     console.print(
