@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -109,3 +110,16 @@ def kill_tree(pid: int) -> None:
     for each in [pid, *descendants(pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(each, signal.SIGKILL)
+
+
+def tiny_data_and_tokenizer(tmp_path: Path) -> tuple[Path, Path]:
+    """(dataset_dir, model dir) for runs that key or build a tokenized cache without training: one empty
+    conversation registered as dataset `rows`, and a folder of tokenizer files."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "rows.jsonl").write_text('{"conversations": []}\n')
+    (data / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.jsonl"}}))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "tokenizer.json").write_text('{"model": "bpe"}')
+    return data, model

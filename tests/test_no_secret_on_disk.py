@@ -28,7 +28,7 @@ from arpo_train_sft.train.preflight.rows import FAIL, OK, Row
 from arpo_train_sft.train.tokenized import build as tokenized_build
 from arpo_train_sft.train.tokenized import tokenized_overrides
 
-from .conftest import descendants, run_env
+from .conftest import descendants, run_env, tiny_data_and_tokenizer
 
 YAML_TOKEN = "hf_fakeYamlKeyToken0123456789abc"
 OVERRIDE_TOKEN = "ms_fakeOverrideToken0123456789ab"
@@ -64,13 +64,7 @@ def tokens_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def write_config(tmp_path: Path, extra_yaml: str) -> Path:
     """A run over a tiny data file and tokenizer files, plus `extra_yaml`'s token keys."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "rows.jsonl").write_text('{"conversations": []}\n')
-    (data / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.jsonl"}}))
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "tokenizer.json").write_text('{"model": "bpe"}')
+    data, model = tiny_data_and_tokenizer(tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(
         f"model_name_or_path: {model}\ndataset_dir: {data}\ndataset: rows\ntemplate: qwen\n"

@@ -17,7 +17,7 @@ from arpo_train_sft.train.tokenized import key as tokenized_key
 from arpo_train_sft.train.tokenized.entry import install
 from arpo_train_sft.train.tokenized.key import build_args, cache_key, change_reason, key_inputs
 
-from ..conftest import DEMO_OVERRIDES, run_env
+from ..conftest import DEMO_OVERRIDES, run_env, tiny_data_and_tokenizer
 
 NAMES = {
     "model_name_or_path",
@@ -39,13 +39,7 @@ NAMES = {
 @pytest.fixture
 def run(tmp_path: Path) -> RunConfig:
     """A config over a tiny data file and a folder of tokenizer files (nothing is tokenized here)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "rows.jsonl").write_text('{"conversations": []}\n')
-    (data / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.jsonl"}}))
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "tokenizer.json").write_text('{"model": "bpe"}')
+    data, model = tiny_data_and_tokenizer(tmp_path)
     (model / "tokenizer_config.json").write_text("{}")
     values = {
         "model_name_or_path": str(model),

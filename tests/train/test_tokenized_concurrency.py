@@ -23,7 +23,7 @@ from arpo_train_sft.train.config import RunConfig
 from arpo_train_sft.train.tokenized import DATASET, MANIFEST, cache_root, check_entry
 from arpo_train_sft.train.tokenized.key import build_args, cache_key, key_inputs
 
-from ..conftest import DEMO_OVERRIDES, run_env
+from ..conftest import DEMO_OVERRIDES, run_env, tiny_data_and_tokenizer
 
 # One launcher: hand out the key's entry, then stay alive as a launcher does while its ranks train.
 LAUNCHER = r"""
@@ -60,13 +60,7 @@ TIMEOUT_S = 30
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run over a tiny data file and tokenizer files, its cache in tmp_path (nothing is tokenized)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "rows.jsonl").write_text('{"conversations": []}\n')
-    (data / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.jsonl"}}))
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "tokenizer.json").write_text('{"model": "bpe"}')
+    data, model = tiny_data_and_tokenizer(tmp_path)
     values = {
         "model_name_or_path": str(model),
         "dataset_dir": str(data),

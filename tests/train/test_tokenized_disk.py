@@ -15,6 +15,8 @@ from arpo_train_sft.train.config import RunConfig, load_run_config
 from arpo_train_sft.train.tokenized import build as tokenized_build
 from arpo_train_sft.train.tokenized import tokenized_overrides
 
+from ..conftest import tiny_data_and_tokenizer
+
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path):
@@ -30,13 +32,7 @@ def tiny_disk(tmp_path: Path):
 @pytest.fixture
 def run(tmp_path: Path) -> RunConfig:
     """A config over a tiny data file and tokenizer files (the build itself is replaced in each test)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "rows.jsonl").write_text('{"conversations": []}\n')
-    (data / "dataset_info.json").write_text(json.dumps({"rows": {"file_name": "rows.jsonl"}}))
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "tokenizer.json").write_text('{"model": "bpe"}')
+    data, model = tiny_data_and_tokenizer(tmp_path)
     values = {
         "model_name_or_path": str(model),
         "dataset_dir": str(data),
