@@ -27,7 +27,7 @@ method = os.environ.get("ARPO_TEST_START_METHOD")
 if method:
     import multiprocess
     multiprocess.set_start_method(method, force=True)
-    record = {"pid": os.getpid(), "ppid": os.getppid(), "argv": sys.argv,
+    record = {"pid": os.getpid(), "ppid": os.getppid(), "argv": sys.argv, "orig_argv": sys.orig_argv,
               "masking_loaded": "arpo_train_sft.lf.masking" in sys.modules}
     with open(os.path.join(os.environ["ARPO_TEST_PROCESS_LOG"], f"{os.getpid()}.json"), "w") as out:
         json.dump(record, out)
@@ -70,9 +70,9 @@ def test_training_ran_with_spawned_tokenizer_workers(spawned_run):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert f"tokenized dataset: built {tokenized} (" in result.stdout
     assert (output_dir / "trainer_log.jsonl").is_file()
-    # The launcher tokenizes once, before torchrun, in one child (`python -m arpo_train_sft.lf.tokenize
-    # SPEC`, whose argv at startup is ['-m', SPEC]); its pool is where the spawned workers run.
-    builders = {p["pid"] for p in processes if p["argv"][-1:] and p["argv"][-1].endswith("build-spec.json")}
+    # The launcher tokenizes once, before torchrun, in one child (`python -m arpo_train_sft.lf.tokenize`, its
+    # spec on stdin); its pool is where the spawned workers run.
+    builders = {p["pid"] for p in processes if "arpo_train_sft.lf.tokenize" in p["orig_argv"]}
     workers = [p for p in processes if "--multiprocessing-fork" in p["argv"] and p["ppid"] in builders]
     assert len(builders) == 1 and len(workers) >= 2, processes  # preprocessing_num_workers=2
     # torchrun's own argv names the entry module; its children are the ranks, which only load the result.
