@@ -50,7 +50,12 @@ def test_an_unknown_check_is_one_line_listing_the_names(capsys):
     assert "memory" in err[0] and "'deepspeed schema'" in err[0]
 
 
-def test_allow_launches_despite_that_row_and_records_it(in_checkout: Path, capsys, monkeypatch):  # noqa: F811
+def test_allow_launches_despite_that_row_and_records_it(
+    in_checkout: Path,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+    capsys,
+    monkeypatch,
+):
     launched = []
 
     def fake_run_teed(cmd, env, log_path, tail=None, started=None, notes=(), quiet_from=b""):
@@ -59,7 +64,9 @@ def test_allow_launches_despite_that_row_and_records_it(in_checkout: Path, capsy
 
     monkeypatch.setattr(launch, "run_teed", fake_run_teed)
     # save_total_limit 0 fails the values row; transformers then keeps every checkpoint, so it can train.
-    assert main(["train", "yaml/demo_cpu.yaml", "save_total_limit=0", "--allow", "values", "--fresh"]) == 0
+    # Its own output_dir: the session's checkout holds other tests' demo runs, which --fresh would move aside.
+    output_dir = f"output_dir={tmp_path / 'out'}"
+    assert main(["train", "yaml/demo_cpu.yaml", "save_total_limit=0", output_dir, "--allow", "values"]) == 0
     out = capsys.readouterr().out
     assert "allowed" in out and "0 failed, 1 failed but allowed by --allow (values)" in out
     found = (
@@ -69,7 +76,17 @@ def test_allow_launches_despite_that_row_and_records_it(in_checkout: Path, capsy
     assert launched == [(f"preflight override: --allow values: {found}",)]
 
     # Every other check still stops the launch: ddp_timeout 0 is its own row.
-    code = main(["train", "yaml/demo_cpu.yaml", "save_total_limit=0", "ddp_timeout=0", "--allow", "values"])
+    code = main(
+        [
+            "train",
+            "yaml/demo_cpu.yaml",
+            "save_total_limit=0",
+            "ddp_timeout=0",
+            output_dir,
+            "--allow",
+            "values",
+        ]
+    )
     assert code == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert "ddp_timeout: 0 s" in err and "save_total_limit" not in err
