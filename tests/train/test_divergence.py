@@ -24,7 +24,16 @@ DIVERGING = ("learning_rate=1e30", "max_steps=12", "save_steps=2", "logging_step
 @pytest.mark.integration
 def test_a_diverged_run_stops_every_rank_saves_nothing_after_it_and_says_why(checkout: Path):
     output_dir = checkout / "checkpoints" / "diverged"
-    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", *DIVERGING, f"output_dir={output_dir}"]
+    # Preflight refuses a learning rate above 1 (the values row); --allow lets this one through on purpose.
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        *DIVERGING,
+        f"output_dir={output_dir}",
+        "--allow",
+        "values",
+    ]
     # The timeout bounds a rank left waiting in a collective: a hang fails here instead of stalling the suite.
     result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=600)
     log = result.stdout[-3000:] + result.stderr[-3000:]
