@@ -58,6 +58,8 @@ def run_env(**extra: str) -> dict[str, str]:
 def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
     """`bash sft_train.sh yaml/demo_cpu.yaml` in a fresh checkout (no model yet), with DEMO_OVERRIDES."""
     output_dir = checkout / "checkpoints" / "demo-cpu"
+    # Another test may have trained in the checkout first (and so built the model): say which it was.
+    model_existed = (checkout / "models" / "arpo-sft-tiny-qwen2").is_dir()
     result = subprocess.run(
         [
             "bash", "sft_train.sh", "yaml/demo_cpu.yaml", *DEMO_OVERRIDES,
@@ -68,6 +70,7 @@ def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
         text=True,
         timeout=900,
     )  # fmt: skip
+    result.model_existed = model_existed
     return result, output_dir
 
 

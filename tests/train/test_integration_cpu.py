@@ -22,7 +22,8 @@ def read_log(output_dir: Path) -> list[dict]:
 def test_demo_trains_with_two_ranks_and_zero3(demo_run):
     result, output_dir = demo_run
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "built the tiny demo model in models/arpo-sft-tiny-qwen2" in result.stdout
+    built = "built the tiny demo model in models/arpo-sft-tiny-qwen2" in result.stdout
+    assert built != result.model_existed  # built exactly when the checkout had none yet
     assert "--nproc_per_node 2" in result.stdout
     assert "world size: 2" in result.stdout
     assert "Detected DeepSpeed ZeRO-3" in result.stdout
