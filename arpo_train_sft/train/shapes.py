@@ -66,7 +66,8 @@ def training_flops(shape: ModelShape, tokens: float, squares: float) -> float:
 
 def flops_per_token(shape: ModelShape, seq_len: int) -> float:
     """Training FLOPs per token of seq_len-token rows: 6 x matmul_params + 6 x layers x hidden x seq_len."""
-    return 6 * shape.matmul_params() + 6 * shape.layers * shape.hidden * seq_len  # training_flops for one row
+    # One token whose attention spans seq_len: the same formula as training_flops, per token.
+    return training_flops(shape, tokens=1, squares=seq_len)
 
 
 # From each model's config.json on the Hugging Face hub (Qwen/Qwen2.5-{3B,7B,14B}-Instruct; the base models
