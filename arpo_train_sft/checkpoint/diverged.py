@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..arpo.recipe import ARPO_LEARNING_RATE
 from ..errors import EXIT_DIVERGED
-from ..train.preflight.repro import ARPO_LEARNING_RATE
 from . import notes
 from .scan import checkpoint_step, list_checkpoints, scan
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
+from ...arpo.recipe import ARPO_CUTOFF_LEN, ARPO_EPOCHS, ARPO_GLOBAL_BATCH, ARPO_LEARNING_RATE, ARPO_TEMPLATE
 from .rows import OK, WARN, Plan, Row
 
-# ARPO's published cold-start SFT run (its sft_config.yaml on 8 GPUs): the values that change results.
-ARPO_GLOBAL_BATCH = 16  # 1 per GPU x 2 accumulation x 8 GPUs
-ARPO_LEARNING_RATE = 7.0e-6
-ARPO_EPOCHS = 3.0
-ARPO_CUTOFF_LEN = 15000
-ARPO_TEMPLATE = "qwen"
 MASKING_TEMPLATE = "qwen_mask_results"
 # ARPO's LLaMA-Factory pinned transformers<=4.52.4, whose TrainingArguments default this to false: each rank
 # divides its token losses by its own label tokens, then the gradient all-reduce averages the ranks. The
