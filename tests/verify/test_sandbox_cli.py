@@ -74,7 +74,8 @@ def model_dir(tmp_path: Path) -> Path:
     """Passes verify's file checks; the model itself is never loaded by these tests."""
     model = tmp_path / "model"
     model.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+    (model / "config.json").write_text('{"model_type": "qwen2"}')  # verify reads it through transformers
+    for name in ("model.safetensors", "tokenizer.json"):
         (model / name).write_text("{}")
     return model
 
