@@ -58,8 +58,16 @@ def main() -> None:
         for side in times:
             out = checkout / "checkpoints" / f"first-step-{round_}-{side.replace(' ', '-')}"
             shutil.rmtree(out, ignore_errors=True)
-            cmd = ["arpo-sft", "train", "yaml/demo_cpu.yaml", "max_steps=1", "logging_steps=1",
-                   "save_steps=1000", f"output_dir={out}", *extra]  # fmt: skip
+            cmd = [
+                "arpo-sft",
+                "train",
+                "yaml/demo_cpu.yaml",
+                "max_steps=1",
+                "logging_steps=1",
+                "save_steps=1000",
+                f"output_dir={out}",
+                *extra,
+            ]
             first, total, output = first_step_seconds(cmd, checkout, env)
             line = next(x for x in output.splitlines() if "tokenized dataset:" in x)
             expected = "built" if side == "first launch" else "reused"

@@ -58,8 +58,10 @@ def main() -> None:
     plugin, bare = (statistics.median(times[side]) for side in sides)
     print(f"\nCPU demo, {args.steps} steps, 2 ranks, {args.rounds} rounds, {load_note()}")
     print(f"plugin {plugin:.1f} s, bare llamafactory-cli {bare:.1f} s (medians, start to exit)")
-    print(f"overhead plugin / bare - 1: {plugin / bare - 1:+.1%} (medians); "
-          f"{min(times['plugin']) / min(times['bare']) - 1:+.1%} (fastest of each, the least disturbed by load)")  # fmt: skip
+    print(
+        f"overhead plugin / bare - 1: {plugin / bare - 1:+.1%} (medians); "
+        f"{min(times['plugin']) / min(times['bare']) - 1:+.1%} (fastest of each, the least disturbed by load)"
+    )
 
 
 if __name__ == "__main__":

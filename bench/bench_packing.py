@@ -97,8 +97,11 @@ def main() -> None:
         packed = share_packed(lengths, args.cutoff)
         middle = sorted(lengths)[len(lengths) // 2]
         for batch in args.batch:
-            print(f"{name:36s} {batch:5d} {share_unpacked(lengths, batch):10.1%} {packed:8.1%} {packed:12.1%}"
-                  f"  {middle}/{max(lengths)}", flush=True)  # fmt: skip
+            print(
+                f"{name:36s} {batch:5d} {share_unpacked(lengths, batch):10.1%} {packed:8.1%} {packed:12.1%}"
+                f"  {middle}/{max(lengths)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -161,14 +161,27 @@ def main() -> None:
         for side in results:
             cache = work / "hf-datasets-cache"
             shutil.rmtree(cache, ignore_errors=True)
-            env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "true",
-                   "RAYON_NUM_THREADS": str(args.workers)}  # fmt: skip
+            env = {
+                **os.environ,
+                "HF_DATASETS_CACHE": str(cache),
+                "TOKENIZERS_PARALLELISM": "true",
+                "RAYON_NUM_THREADS": str(args.workers),
+            }
             shutil.rmtree(work / "built", ignore_errors=True)
             if side == "tokenizer":
                 cmd = [sys.executable, "-c", CEILING_SIDE, str(model), str(source)]
             elif side == "build":
-                cmd = [sys.executable, "-c", BUILD_SIDE, str(model), str(data_dir), str(work / "built"),
-                       str(args.workers), str(CUTOFF), args.template]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    BUILD_SIDE,
+                    str(model),
+                    str(data_dir),
+                    str(work / "built"),
+                    str(args.workers),
+                    str(CUTOFF),
+                    args.template,
+                ]
             elif side == "prepare":
                 cmd = [
                     sys.executable,
@@ -188,8 +201,17 @@ def main() -> None:
                     args.template,
                 ]
             else:
-                cmd = [sys.executable, "-c", LLAMAFACTORY_SIDE, str(model), str(data_dir), str(work / "lf-out"),
-                       str(args.workers), str(CUTOFF), args.template]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    LLAMAFACTORY_SIDE,
+                    str(model),
+                    str(data_dir),
+                    str(work / "lf-out"),
+                    str(args.workers),
+                    str(CUTOFF),
+                    args.template,
+                ]
             results[side].append(run(cmd, env))
             print(side, results[side][-1], flush=True)
 
@@ -201,12 +223,16 @@ def main() -> None:
     for side, runs in results.items():
         seconds = statistics.median(r[0] for r in runs)
         medians[side] = args.rows / seconds
-        print(f"{side:13s} {medians[side]:9.0f} rows/s  ({seconds:.1f} s in-process, "
-              f"{statistics.median(r[1] for r in runs):.1f} s wall, peak RSS {max(r[2] for r in runs)} MiB)")  # fmt: skip
+        print(
+            f"{side:13s} {medians[side]:9.0f} rows/s  ({seconds:.1f} s in-process, "
+            f"{statistics.median(r[1] for r in runs):.1f} s wall, peak RSS {max(r[2] for r in runs)} MiB)"
+        )
     lf = medians["llamafactory"]
     print(f"ratio build / llamafactory at equal workers: {medians['build'] / lf:.2f}x")
-    print(f"ratio prepare / llamafactory at equal workers: {medians['prepare'] / lf:.2f}x "
-          f"(the HF tokenizer's batch call alone: {medians['tokenizer'] / lf:.2f}x)")  # fmt: skip
+    print(
+        f"ratio prepare / llamafactory at equal workers: {medians['prepare'] / lf:.2f}x "
+        f"(the HF tokenizer's batch call alone: {medians['tokenizer'] / lf:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -147,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
 
     device = torch.cuda.get_device_name()
-    print(f"{device}; torch {torch.__version__}; transformers {transformers.__version__}; "
-          f"liger-kernel {version('liger-kernel')}", flush=True)  # fmt: skip
+    print(
+        f"{device}; torch {torch.__version__}; transformers {transformers.__version__}; "
+        f"liger-kernel {version('liger-kernel')}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_model(Path(tmp) / "tiny")
         plain = measure(model_dir, "plain", args.seq_lens)

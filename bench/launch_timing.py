@@ -23,9 +23,16 @@ def scratch_checkout(workdir: Path) -> Path:
             src = REPO / part
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / part)
         subprocess.run(
-            [sys.executable, "-c", "from arpo_train_sft.demo.model import DEMO_MODEL_DIR, ensure_demo_model; "
-             "ensure_demo_model(DEMO_MODEL_DIR)"], cwd=root, check=True, env=bench_env(),
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-c",
+                "from arpo_train_sft.demo.model import DEMO_MODEL_DIR, ensure_demo_model; "
+                "ensure_demo_model(DEMO_MODEL_DIR)",
+            ],
+            cwd=root,
+            check=True,
+            env=bench_env(),
+        )
     return root
 
 

@@ -22,8 +22,13 @@ DEMO_SAVE_STEPS = DEMO_STEPS // 2
 RUN_NAME = "cpu demo with spaces"
 # The demo as the tests run it: shorter, and at cutoff 256 (every demo row is longer, so every row is cut;
 # a CPU step takes 1.7 s there against 2.6 s at the demo's 1024).
-DEMO_OVERRIDES = (f"max_steps={DEMO_STEPS}", f"save_steps={DEMO_SAVE_STEPS}", "logging_steps=1",
-                  f"run_name={RUN_NAME}", "cutoff_len=256")  # fmt: skip
+DEMO_OVERRIDES = (
+    f"max_steps={DEMO_STEPS}",
+    f"save_steps={DEMO_SAVE_STEPS}",
+    "logging_steps=1",
+    f"run_name={RUN_NAME}",
+    "cutoff_len=256",
+)
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +67,17 @@ def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
     model_existed = (checkout / "models" / "arpo-sft-tiny-qwen2").is_dir()
     result = subprocess.run(
         [
-            "bash", "sft_train.sh", "yaml/demo_cpu.yaml", *DEMO_OVERRIDES,
+            "bash",
+            "sft_train.sh",
+            "yaml/demo_cpu.yaml",
+            *DEMO_OVERRIDES,
         ],
         cwd=checkout,
         env=run_env(),
         capture_output=True,
         text=True,
         timeout=900,
-    )  # fmt: skip
+    )
     result.model_existed = model_existed
     return result, output_dir
 
@@ -84,8 +92,16 @@ ZERO3 = "ds_z3_config.json"
 def zero3_reference(checkout: Path) -> Path:
     """output_dir of a 2-step ZeRO-3 run, one node with 2 ranks; read-only (copy it to relaunch it)."""
     output_dir = checkout / "checkpoints" / "reference-zero3"
-    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{ZERO3}",
-               "max_steps=2", *SHORT_RUN, f"output_dir={output_dir}", "--skip-preflight"]  # fmt: skip
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        f"deepspeed=examples/deepspeed/{ZERO3}",
+        "max_steps=2",
+        *SHORT_RUN,
+        f"output_dir={output_dir}",
+        "--skip-preflight",
+    ]
     result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output_dir

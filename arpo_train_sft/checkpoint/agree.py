@@ -32,8 +32,12 @@ def agree_on_resume(argv: list[str], env: Mapping[str, str] = os.environ) -> lis
 
     rank = int(env.get("RANK", "0"))
     key = f"arpo-sft/resume/{env.get('TORCHELASTIC_RUN_ID', '')}/{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    store = TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
-                     timeout=datetime.timedelta(seconds=_WAIT_S))  # fmt: skip
+    store = TCPStore(
+        env["MASTER_ADDR"],
+        int(env["MASTER_PORT"]),
+        is_master=False,
+        timeout=datetime.timedelta(seconds=_WAIT_S),
+    )
     mine = resume_args(argv)
     if rank == 0:
         store.set(key, json.dumps(mine))
@@ -42,6 +46,9 @@ def agree_on_resume(argv: list[str], env: Mapping[str, str] = os.environ) -> lis
     del store
     if chosen == mine:
         return argv
-    print(f"[arpo-sft] rank {rank}: this node's launcher chose {mine or 'no resume'}, global rank 0's chose "
-          f"{chosen or 'no resume'}; using rank 0's, as every rank does", flush=True)  # fmt: skip
+    print(
+        f"[arpo-sft] rank {rank}: this node's launcher chose {mine or 'no resume'}, global rank 0's chose "
+        f"{chosen or 'no resume'}; using rank 0's, as every rank does",
+        flush=True,
+    )
     return [arg for arg in argv if not arg.startswith(_RESUME)] + chosen

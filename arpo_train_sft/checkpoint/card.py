@@ -16,9 +16,20 @@ from ..train.launch import ENTRY_MODULE
 if TYPE_CHECKING:
     from .export import Source
 
-CARD_KEYS = ("model_name_or_path", "dataset", "template", "cutoff_len", "learning_rate", "lr_scheduler_type",
-             "warmup_steps", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-             "gradient_accumulation_steps", "seed")  # fmt: skip
+CARD_KEYS = (
+    "model_name_or_path",
+    "dataset",
+    "template",
+    "cutoff_len",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+)
 
 
 def _launch(run_dir: Path) -> tuple[str, dict[str, Any]]:

@@ -20,8 +20,16 @@ from .scan import CheckpointScan, scan
 
 # Copied as they are, so the export tokenizes and generates exactly as training did; this
 # generation_config.json replaces the one transformers derives from config.json.
-COPIED_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja")  # fmt: skip
+COPIED_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 # Half a unit in the last place, relative: the most round-to-nearest moves a weight in each format;
 # the absolute part covers values below fp16's smallest normal number.
@@ -238,10 +246,14 @@ def run(args: argparse.Namespace) -> int:
     """Export, then print what was verified."""
     report = export(Path(args.checkpoint), Path(args.out_dir), args.dtype, args.max_shard_size)
     print(f"exported {args.checkpoint} -> {args.out_dir}")
-    print(f"verified: AutoModelForCausalLM and AutoTokenizer load it, a chat-templated forward pass runs, "
-          f"and {', '.join(report.compared)} match the checkpoint")  # fmt: skip
-    print(f"{report.params:,} parameters, {report.dtype}, {len(report.shards)} shard(s) "
-          f"({', '.join(report.shards)}), {report.bytes_on_disk / 2**20:.1f} MiB on disk")  # fmt: skip
+    print(
+        f"verified: AutoModelForCausalLM and AutoTokenizer load it, a chat-templated forward pass runs, "
+        f"and {', '.join(report.compared)} match the checkpoint"
+    )
+    print(
+        f"{report.params:,} parameters, {report.dtype}, {len(report.shards)} shard(s) "
+        f"({', '.join(report.shards)}), {report.bytes_on_disk / 2**20:.1f} MiB on disk"
+    )
     return 0
 
 

@@ -29,8 +29,14 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin")  # torch.save zips
 CHECKED = (*TORCH_SUFFIXES, ".safetensors")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 # LLaMA-Factory refuses an output_dir with one of these and no checkpoint-N/ (its CHECKPOINT_NAMES).
-FINAL_WEIGHTS = ("model.safetensors", SAFETENSORS_INDEX, "pytorch_model.bin", "pytorch_model.bin.index.json",
-                 "adapter_model.safetensors", "adapter_model.bin")  # fmt: skip
+FINAL_WEIGHTS = (
+    "model.safetensors",
+    SAFETENSORS_INDEX,
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 
 
 @dataclass(frozen=True)
@@ -110,8 +116,16 @@ def scan(path: Path, world: int | None = None, stage: int | None = None) -> Chec
         if file.suffix in CHECKED and file not in named and (reason := whole(file)):
             is_weight = not deepspeed and file.name.startswith(("model", "pytorch_model"))
             (weight if is_weight else state).append(Problem(file, reason))
-    return CheckpointScan(path, _global_step(path / TRAINER_STATE), found_stage, world, tag_dir,
-                          tuple(top + shard_files), tuple(weight), tuple(state))  # fmt: skip
+    return CheckpointScan(
+        path,
+        _global_step(path / TRAINER_STATE),
+        found_stage,
+        world,
+        tag_dir,
+        tuple(top + shard_files),
+        tuple(weight),
+        tuple(state),
+    )
 
 
 def whole(file: Path) -> str:
@@ -179,8 +193,10 @@ def _zero(tag_dir: Path, world: int, stage: int | None) -> tuple[int, int, list[
     kinds = ("model", "optim") if stage == 3 else ("optim",) if stage in (1, 2) else ()
     for kind in kinds:
         prefix = bf16 if kind == "optim" else ""
-        expected += [shards[kind].get(r, tag_dir / f"{prefix}zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt")
-                     for r in range(world)]  # fmt: skip
+        expected += [
+            shards[kind].get(r, tag_dir / f"{prefix}zero_pp_rank_{r}_mp_rank_00_{kind}_states.pt")
+            for r in range(world)
+        ]
     problems = []
     for file in expected:
         if not file.is_file():

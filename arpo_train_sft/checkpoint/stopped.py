@@ -19,8 +19,13 @@ NOTE = "stopped.json"
 
 def write_note(output_dir: Path, step: int, max_steps: int, signal_name: str) -> dict[str, Any]:
     """Record that the run stopped at `step` with checkpoint-<step> saved; the note as written."""
-    note = {"step": step, "max_steps": max_steps, "checkpoint": str(output_dir / f"checkpoint-{step}"),
-            "signal": signal_name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+    note = {
+        "step": step,
+        "max_steps": max_steps,
+        "checkpoint": str(output_dir / f"checkpoint-{step}"),
+        "signal": signal_name,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     return notes.write_note(output_dir / NOTE, note)
 
 

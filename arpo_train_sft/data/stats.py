@@ -84,21 +84,35 @@ def summary(stats: Stats, cutoff_len: int) -> dict[str, Any]:
         "rows": len(lengths),
         "rows_not_measured": stats.skipped,
         "first_not_measured_row": stats.first_skipped,
-        "tokens": {"p50": percentile(lengths, 50), "p90": percentile(lengths, 90), "p99": percentile(lengths, 99),
-                   "max": lengths[-1] if lengths else 0, "mean": round(stats.total_tokens / max(len(lengths), 1), 1)},
+        "tokens": {
+            "p50": percentile(lengths, 50),
+            "p90": percentile(lengths, 90),
+            "p99": percentile(lengths, 99),
+            "max": lengths[-1] if lengths else 0,
+            "mean": round(stats.total_tokens / max(len(lengths), 1), 1),
+        },
         "cutoff_len": cutoff_len,
         "rows_over_cutoff": stats.over_cutoff,
         "rows_losing_answer": stats.answer_cut,
         "rows_losing_im_end": stats.end_cut,
         "rows_with_no_trainable_token": stats.untrainable,
         "result_token_share": round(stats.result_tokens / total, 4),
-        "tool_calls_per_row": {"mean": round(sum(calls) / max(len(calls), 1), 2),
-                               "0": calls.count(0), "1": calls.count(1), "2": calls.count(2),
-                               "3+": sum(c >= 3 for c in calls)},
-        "rows_qwen_mask_results_cannot_mask": {"count": len(stats.unmasked_rows), "rows": stats.unmasked_rows[:10]},
-        "masked_token_share": {"qwen": round(stats.prompt_tokens / total, 4),
-                               "qwen_mask_results": round((stats.prompt_tokens + stats.result_tokens) / total, 4)},
-    }  # fmt: skip
+        "tool_calls_per_row": {
+            "mean": round(sum(calls) / max(len(calls), 1), 2),
+            "0": calls.count(0),
+            "1": calls.count(1),
+            "2": calls.count(2),
+            "3+": sum(c >= 3 for c in calls),
+        },
+        "rows_qwen_mask_results_cannot_mask": {
+            "count": len(stats.unmasked_rows),
+            "rows": stats.unmasked_rows[:10],
+        },
+        "masked_token_share": {
+            "qwen": round(stats.prompt_tokens / total, 4),
+            "qwen_mask_results": round((stats.prompt_tokens + stats.result_tokens) / total, 4),
+        },
+    }
 
 
 def plot(stats: Stats, cutoff_len: int, out: Path) -> None:
@@ -201,4 +215,4 @@ def print_table(path: Path, figures: dict[str, Any]) -> None:
             "  rows it trains unmasked (unbalanced/nested <result>, <result> in a user turn)",
             f"{unmasked['count']} (rows {rows}{', ...' if unmasked['count'] > len(unmasked['rows']) else ''})",
         )
-    Console().print(table)  # fmt: skip
+    Console().print(table)

@@ -66,7 +66,10 @@ class SaveOnSigterm(TrainerCallback):
             return control
         if state.is_world_process_zero:
             note = write_note(Path(args.output_dir), state.global_step, state.max_steps, "SIGTERM")
-            print(f"[arpo-sft] SIGTERM: saved {note['checkpoint']} at step {state.global_step} of "
-                  f"{state.max_steps}; relaunch the same command to resume from it", flush=True)  # fmt: skip
+            print(
+                f"[arpo-sft] SIGTERM: saved {note['checkpoint']} at step {state.global_step} of "
+                f"{state.max_steps}; relaunch the same command to resume from it",
+                flush=True,
+            )
         sys.stdout.flush()
         sys.exit(0)

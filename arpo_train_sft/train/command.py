@@ -49,16 +49,23 @@ def run(args: argparse.Namespace) -> int:
             raise UserError([*err.problems, hint]) from None
     topo = topology_from_env(os.environ, gpus)
     if topo.elastic and args.fresh:
-        raise UserError("--fresh with RDZV_ENDPOINT: under c10d no launcher knows it is first, so none can move "
-                        "output_dir aside before the others read it; move it yourself (mv OUTPUT_DIR "
-                        "OUTPUT_DIR.old) or set a new output_dir, then launch without --fresh")  # fmt: skip
+        raise UserError(
+            "--fresh with RDZV_ENDPOINT: under c10d no launcher knows it is first, so none can move "
+            "output_dir aside before the others read it; move it yourself (mv OUTPUT_DIR "
+            "OUTPUT_DIR.old) or set a new output_dir, then launch without --fresh"
+        )
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
     if topo.meets:
-        say(f"node {topo.node_rank} of {topo.nnodes}: meeting the other nodes at {topo.master_addr}:"
-            f"{topo.master_port} (RDZV_TIMEOUT={topo.rdzv_timeout} s)")  # fmt: skip
-    resume = agree(topo, node_info(topo, cfg.values, args.fresh),
-                   lambda: resume_overrides(cfg, fresh=args.fresh, first_node=topo.first_node))  # fmt: skip
+        say(
+            f"node {topo.node_rank} of {topo.nnodes}: meeting the other nodes at {topo.master_addr}:"
+            f"{topo.master_port} (RDZV_TIMEOUT={topo.rdzv_timeout} s)"
+        )
+    resume = agree(
+        topo,
+        node_info(topo, cfg.values, args.fresh),
+        lambda: resume_overrides(cfg, fresh=args.fresh, first_node=topo.first_node),
+    )
     if topo.meets and not topo.first_node:
         chosen = resume[0].split("=", 1)[1] if resume else "none, start at step 0"
         say(f"node 0 decided the resume for the job: {chosen}")
@@ -85,13 +92,20 @@ def run(args: argparse.Namespace) -> int:
     code = run_teed(cmd, env, log_path, tail, started, notes=notes, quiet_from=MARKER.encode())
     lost = [watch.lost for watch in watches if watch.lost]
     if lost:
-        raise EnvironmentProblem([f"{lost[0]}; this node stopped its ranks too (ARPO_SFT_HEARTBEAT_TIMEOUT="
-                                  f"{topo.heartbeat_timeout} s)", "relaunch every node: the job resumes from the "
-                                  f"newest complete checkpoint in {cfg.output_dir}"])  # fmt: skip
+        raise EnvironmentProblem(
+            [
+                f"{lost[0]}; this node stopped its ranks too (ARPO_SFT_HEARTBEAT_TIMEOUT="
+                f"{topo.heartbeat_timeout} s)",
+                "relaunch every node: the job resumes from the "
+                f"newest complete checkpoint in {cfg.output_dir}",
+            ]
+        )
     note = read_note(cfg.output_dir, since)
     if note is not None:
-        say(f"stopped by {note['signal']} at step {note['step']} of {note['max_steps']} after saving "
-            f"{note['checkpoint']}; the same command resumes from it")  # fmt: skip
+        say(
+            f"stopped by {note['signal']} at step {note['step']} of {note['max_steps']} after saving "
+            f"{note['checkpoint']}; the same command resumes from it"
+        )
         return EXIT_PREEMPTED
     if (diverged := diverged_exit(cfg.output_dir, since)) is not None:
         return diverged

@@ -42,8 +42,15 @@ def node_info(topo: Topology, values: dict[str, Any], fresh: bool) -> dict[str, 
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return {"node_rank": topo.node_rank, "nnodes": topo.nnodes, "nproc_per_node": topo.nproc_per_node,
-            "host": socket.gethostname(), "config": digests, "fresh": fresh, "versions": versions}  # fmt: skip
+    return {
+        "node_rank": topo.node_rank,
+        "nnodes": topo.nnodes,
+        "nproc_per_node": topo.nproc_per_node,
+        "host": socket.gethostname(),
+        "config": digests,
+        "fresh": fresh,
+        "versions": versions,
+    }
 
 
 def agree(topo: Topology, info: dict[str, Any], decide: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
@@ -64,12 +71,19 @@ def _host(topo: Topology, info: dict[str, Any], decide: Callable[[], tuple[str, 
 
     port = topo.master_port
     try:
-        store = TCPStore(topo.master_addr, port, is_master=True, wait_for_workers=False,
-                         timeout=_timeout(topo.rdzv_timeout))  # fmt: skip
+        store = TCPStore(
+            topo.master_addr,
+            port,
+            is_master=True,
+            wait_for_workers=False,
+            timeout=_timeout(topo.rdzv_timeout),
+        )
     except (RuntimeError, OSError) as err:
         why = "it is already in use" if "EADDRINUSE" in str(err) else str(err).splitlines()[0]
-        raise UserError(f"MASTER_PORT={port}: node 0 cannot listen there ({why}): choose a free MASTER_PORT "
-                        "and set the same one on every node") from None  # fmt: skip
+        raise UserError(
+            f"MASTER_PORT={port}: node 0 cannot listen there ({why}): choose a free MASTER_PORT "
+            "and set the same one on every node"
+        ) from None
     deadline = time.monotonic() + topo.rdzv_timeout
     arrived: dict[int, dict[str, Any]] = {0: info}
     slots, problem = [], ""
@@ -79,10 +93,12 @@ def _host(topo: Topology, info: dict[str, Any], decide: Callable[[], tuple[str, 
             store.wait([f"{PREFIX}/arrival/{slot}"], _timeout(deadline - time.monotonic()))
         except (RuntimeError, TimeoutError):
             missing = sorted(set(range(topo.nnodes)) - set(arrived))
-            problem = (f"NNODES={topo.nnodes}: node 0 heard from {len(arrived)} of {topo.nnodes} nodes within "
-                       f"RDZV_TIMEOUT={topo.rdzv_timeout} s (no NODE_RANK {', '.join(map(str, missing))}): start "
-                       "the launcher on every node with the same NNODES, MASTER_ADDR and MASTER_PORT, or raise "
-                       "RDZV_TIMEOUT")  # fmt: skip
+            problem = (
+                f"NNODES={topo.nnodes}: node 0 heard from {len(arrived)} of {topo.nnodes} nodes within "
+                f"RDZV_TIMEOUT={topo.rdzv_timeout} s (no NODE_RANK {', '.join(map(str, missing))}): start "
+                "the launcher on every node with the same NNODES, MASTER_ADDR and MASTER_PORT, or raise "
+                "RDZV_TIMEOUT"
+            )
             break
         slots.append(slot)
         other = json.loads(store.get(f"{PREFIX}/arrival/{slot}"))
@@ -112,31 +128,38 @@ def _join(topo: Topology, info: dict[str, Any]) -> tuple[str, ...]:
     from torch.distributed import TCPStore
 
     where = f"MASTER_ADDR={topo.master_addr} MASTER_PORT={topo.master_port}"
-    unreachable = (f"NODE_RANK={topo.node_rank}: could not reach node 0 at {where} within "
-                   f"RDZV_TIMEOUT={topo.rdzv_timeout} s: check that MASTER_ADDR is node 0's address as this node "
-                   "sees it, that node 0's launcher is running with the same MASTER_PORT, and that no "
-                   "firewall blocks the port")  # fmt: skip
+    unreachable = (
+        f"NODE_RANK={topo.node_rank}: could not reach node 0 at {where} within "
+        f"RDZV_TIMEOUT={topo.rdzv_timeout} s: check that MASTER_ADDR is node 0's address as this node "
+        "sees it, that node 0's launcher is running with the same MASTER_PORT, and that no "
+        "firewall blocks the port"
+    )
     deadline = time.monotonic() + topo.rdzv_timeout
     if not wait_for_port(topo.master_addr, topo.master_port, deadline):
         raise UserError(unreachable)
     try:
-        store = TCPStore(topo.master_addr, topo.master_port, is_master=False,
-                         timeout=_timeout(deadline - time.monotonic()))  # fmt: skip
+        store = TCPStore(
+            topo.master_addr, topo.master_port, is_master=False, timeout=_timeout(deadline - time.monotonic())
+        )
         slot = store.add(f"{PREFIX}/arrivals", 1)
         store.set(f"{PREFIX}/arrival/{slot}", json.dumps(info))
     except (RuntimeError, OSError, TimeoutError):
         raise UserError(unreachable) from None
     if slot >= topo.nnodes:
-        raise UserError(f"NODE_RANK={topo.node_rank}: {slot + 1} launchers reached node 0 for NNODES="
-                        f"{topo.nnodes}: set NNODES to the number of nodes, the same on every node")  # fmt: skip
+        raise UserError(
+            f"NODE_RANK={topo.node_rank}: {slot + 1} launchers reached node 0 for NNODES="
+            f"{topo.nnodes}: set NNODES to the number of nodes, the same on every node"
+        )
     try:
         store.wait([f"{PREFIX}/verdict/{slot}"], _timeout(deadline - time.monotonic()))
         verdict = json.loads(store.get(f"{PREFIX}/verdict/{slot}"))
         store.set(f"{PREFIX}/ack/{slot}", "1")
     except (RuntimeError, TimeoutError):
-        raise UserError(f"NODE_RANK={topo.node_rank}: node 0 at {where} did not answer within RDZV_TIMEOUT="
-                        f"{topo.rdzv_timeout} s: it is waiting for other nodes (is NNODES the same on every "
-                        "node?), or it stopped; see node 0's output") from None  # fmt: skip
+        raise UserError(
+            f"NODE_RANK={topo.node_rank}: node 0 at {where} did not answer within RDZV_TIMEOUT="
+            f"{topo.rdzv_timeout} s: it is waiting for other nodes (is NNODES the same on every "
+            "node?), or it stopped; see node 0's output"
+        ) from None
     del store
     if "error" in verdict:
         origin = "node 0 stopped the job: " if verdict.get("from_node_0") else ""
@@ -155,8 +178,10 @@ def wait_for_port(host: str, port: int, deadline: float) -> bool:
             with socket.create_connection((host, port), timeout=2):
                 return True
         except socket.gaierror:
-            raise UserError(f"MASTER_ADDR={host}: this node cannot resolve that name: set MASTER_ADDR to node "
-                            "0's IP address or a hostname every node resolves") from None  # fmt: skip
+            raise UserError(
+                f"MASTER_ADDR={host}: this node cannot resolve that name: set MASTER_ADDR to node "
+                "0's IP address or a hostname every node resolves"
+            ) from None
         except OSError:
             if time.monotonic() >= deadline:
                 return False
@@ -168,14 +193,20 @@ def mismatch(mine: dict[str, Any], other: dict[str, Any], arrived: dict[int, dic
     rank, host = other["node_rank"], other["host"]
     node = f"node {rank} ({host})"
     if other["nnodes"] != mine["nnodes"]:
-        return (f"NNODES differs between nodes: node 0 ({mine['host']}) has NNODES={mine['nnodes']}, {node} has "
-                f"NNODES={other['nnodes']}: set the same NNODES on every node")  # fmt: skip
+        return (
+            f"NNODES differs between nodes: node 0 ({mine['host']}) has NNODES={mine['nnodes']}, {node} has "
+            f"NNODES={other['nnodes']}: set the same NNODES on every node"
+        )
     if rank in arrived:
-        return (f"NODE_RANK={rank} is set on two nodes ({arrived[rank]['host']} and {host}): give every node "
-                f"its own NODE_RANK from 0 to NNODES-1")  # fmt: skip
+        return (
+            f"NODE_RANK={rank} is set on two nodes ({arrived[rank]['host']} and {host}): give every node "
+            f"its own NODE_RANK from 0 to NNODES-1"
+        )
     if other["nproc_per_node"] != mine["nproc_per_node"]:
-        return (f"NPROC_PER_NODE differs between nodes: node 0 runs {mine['nproc_per_node']} ranks, {node} "
-                f"runs {other['nproc_per_node']}: set NPROC_PER_NODE (or give every node the same GPUs)")  # fmt: skip
+        return (
+            f"NPROC_PER_NODE differs between nodes: node 0 runs {mine['nproc_per_node']} ranks, {node} "
+            f"runs {other['nproc_per_node']}: set NPROC_PER_NODE (or give every node the same GPUs)"
+        )
     if other["fresh"] != mine["fresh"]:
         return f"--fresh is given on {'node 0' if mine['fresh'] else node} only: pass it on every node or on none"
     keys = sorted(set(mine["config"]) ^ set(other["config"]))
@@ -183,10 +214,15 @@ def mismatch(mine: dict[str, Any], other: dict[str, Any], arrived: dict[int, dic
         k for k in set(mine["config"]) & set(other["config"]) if mine["config"][k] != other["config"][k]
     )
     if keys:
-        return (f"the config differs between node 0 and {node} in {', '.join(keys)}: launch every node with the "
-                "same CONFIG and key=value overrides")  # fmt: skip
-    versions = [f"{name} {mine['versions'][name]} vs {other['versions'].get(name)}"
-                for name in mine["versions"] if mine["versions"][name] != other["versions"].get(name)]  # fmt: skip
+        return (
+            f"the config differs between node 0 and {node} in {', '.join(keys)}: launch every node with the "
+            "same CONFIG and key=value overrides"
+        )
+    versions = [
+        f"{name} {mine['versions'][name]} vs {other['versions'].get(name)}"
+        for name in mine["versions"]
+        if mine["versions"][name] != other["versions"].get(name)
+    ]
     if versions:
         return f"package versions differ between node 0 and {node} ({'; '.join(versions)}): install the same on every node"
     return ""

@@ -53,12 +53,16 @@ def terminal_gone() -> None:
 def torchrun_command(config: Path, overrides: tuple[str, ...], topo: Topology, python: str) -> list[str]:
     """The exact argv that starts every rank on our entry module (which registers, then trains)."""
     return [
-        python, "-m", "torch.distributed.run",
+        python,
+        "-m",
+        "torch.distributed.run",
         *topo.torchrun_args(),
         *_signal_args(topo.stop_timeout),
-        "-m", ENTRY_MODULE,
-        str(config), *overrides,
-    ]  # fmt: skip
+        "-m",
+        ENTRY_MODULE,
+        str(config),
+        *overrides,
+    ]
 
 
 def _signal_args(stop_timeout: int) -> list[str]:
@@ -141,9 +145,15 @@ def run_teed(
                 raise disk_full(log_path, "training was not started") from None
             raise
         hangup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_term_when_parent_dies)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_term_when_parent_dies,
+        )
         # torchrun turns SIGTERM into a clean stop of every rank (they save first); pass ours on (`kill`).
         previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
         watcher = started(proc.pid) if started else None
@@ -220,8 +230,11 @@ class _Sink:
 _FAILED_RANK = re.compile(rb"rank\s*:\s*(\d+) \(local_rank: \d+\)\s+exitcode\s*:\s*(-?\d+)")
 _DISK_FULL = (b"No space left on device", b"Disk quota exceeded")
 # What a rank says when a rank on another node died under it (gloo; NCCL's socket transport).
-_PEER_GONE = (b"Connection closed by peer", b"Connection reset by peer",
-              b"remote process exited or there was a network error")  # fmt: skip
+_PEER_GONE = (
+    b"Connection closed by peer",
+    b"Connection reset by peer",
+    b"remote process exited or there was a network error",
+)
 
 
 def failure_lines(text: bytes, output_dir: Path) -> list[str]:
@@ -231,8 +244,10 @@ def failure_lines(text: bytes, output_dir: Path) -> list[str]:
     failed = dict.fromkeys((int(rank), int(code)) for rank, code in _FAILED_RANK.findall(text))
     lines = [f"rank {rank} failed (exit code {code})" for rank, code in failed]
     if any(marker in text for marker in _PEER_GONE):
-        lines.append("a rank on another node went away first (its connection closed): that node's own log "
-                     "(training.node<K>.log in output_dir) says why")  # fmt: skip
+        lines.append(
+            "a rank on another node went away first (its connection closed): that node's own log "
+            "(training.node<K>.log in output_dir) says why"
+        )
     if any(marker in text for marker in _DISK_FULL):
         free = shutil.disk_usage(output_dir).free / 2**20
         complete = [path for path in list_checkpoints(output_dir) if not scan(path).problems]

@@ -39,9 +39,19 @@ DEFAULT_STOP_TIMEOUT_S = 300
 DEFAULT_HEARTBEAT_TIMEOUT_S = 120
 # The names a user sets; every error about the topology names one of these.
 ENV_NAMES = (
-    "NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT",
-    "RDZV_ENDPOINT", "RDZV_ID", "MIN_NNODES", "MAX_NNODES", "RDZV_TIMEOUT", "ARPO_SFT_STOP_TIMEOUT", "ARPO_SFT_HEARTBEAT_TIMEOUT",
-)  # fmt: skip
+    "NPROC_PER_NODE",
+    "NNODES",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "RDZV_ENDPOINT",
+    "RDZV_ID",
+    "MIN_NNODES",
+    "MAX_NNODES",
+    "RDZV_TIMEOUT",
+    "ARPO_SFT_STOP_TIMEOUT",
+    "ARPO_SFT_HEARTBEAT_TIMEOUT",
+)
 
 
 @dataclass(frozen=True)
@@ -93,12 +103,32 @@ class Topology:
         """The rendezvous part of the torchrun command."""
         if self.elastic:
             nodes = f"{self.min_nnodes or self.nnodes}:{self.nnodes}"
-            return ["--nnodes", nodes, "--nproc_per_node", str(self.nproc_per_node),
-                    "--rdzv_backend", "c10d", "--rdzv_endpoint", self.rdzv_endpoint, "--rdzv_id", self.rdzv_id,
-                    "--rdzv_conf", f"join_timeout={self.rdzv_timeout}"]  # fmt: skip
-        args = ["--nnodes", str(self.nnodes), "--node_rank", str(self.node_rank),
-                "--nproc_per_node", str(self.nproc_per_node),
-                "--master_addr", self.master_addr, "--master_port", str(self.master_port)]  # fmt: skip
+            return [
+                "--nnodes",
+                nodes,
+                "--nproc_per_node",
+                str(self.nproc_per_node),
+                "--rdzv_backend",
+                "c10d",
+                "--rdzv_endpoint",
+                self.rdzv_endpoint,
+                "--rdzv_id",
+                self.rdzv_id,
+                "--rdzv_conf",
+                f"join_timeout={self.rdzv_timeout}",
+            ]
+        args = [
+            "--nnodes",
+            str(self.nnodes),
+            "--node_rank",
+            str(self.node_rank),
+            "--nproc_per_node",
+            str(self.nproc_per_node),
+            "--master_addr",
+            self.master_addr,
+            "--master_port",
+            str(self.master_port),
+        ]
         if self.nnodes > 1:
             args += ["--rdzv_conf", f"timeout={self.rdzv_timeout}"]
         return args

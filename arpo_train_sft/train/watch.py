@@ -34,8 +34,15 @@ _PREFIX = "arpo-sft/watch/1"
 class Watch:
     """The heartbeat child of one launcher; `lost` says why it stopped the job (empty while all is well)."""
 
-    def __init__(self, host: str, port: int, name: str, timeout: float, torchrun_pid: int,
-                 interval: float = HEARTBEAT_INTERVAL_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        name: str,
+        timeout: float,
+        torchrun_pid: int,
+        interval: float = HEARTBEAT_INTERVAL_S,
+    ) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -48,8 +55,15 @@ class Watch:
             str(interval),
         ]
         env = {**os.environ, "TORCH_CPP_LOG_LEVEL": "FATAL"}
-        self._child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL, text=True, start_new_session=True)  # fmt: skip
+        self._child = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         self.lost = ""
 
     def stop(self) -> None:
@@ -68,8 +82,9 @@ def watch_job(host: str, port: int, node: str, timeout: float, torchrun_pid: int
     return Watch(host, port, name, timeout, torchrun_pid)
 
 
-def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int,
-         interval: float = HEARTBEAT_INTERVAL_S) -> str:  # fmt: skip
+def beat(
+    host: str, port: int, name: str, timeout: float, torchrun_pid: int, interval: float = HEARTBEAT_INTERVAL_S
+) -> str:
     """Beat every `interval` seconds until torchrun ends (""), or until a node goes silent (why)."""
     from torch.distributed import TCPStore
 
@@ -109,8 +124,10 @@ def beat(host: str, port: int, name: str, timeout: float, torchrun_pid: int,
             if slot < 0:
                 store = None
             elif now - reached > timeout:
-                return (f"the job's store at {host}:{port} has not answered for {timeout:.0f} s: the node that "
-                        "hosts it (node 0) died or this node lost the network")  # fmt: skip
+                return (
+                    f"the job's store at {host}:{port} has not answered for {timeout:.0f} s: the node that "
+                    "hosts it (node 0) died or this node lost the network"
+                )
     return ""
 
 

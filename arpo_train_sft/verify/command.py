@@ -54,10 +54,21 @@ def verify_prompt(
         None if prompt.answer is None else answer is not None and _squash(answer) == _squash(prompt.answer)
     )
     return PromptReport(
-        prompt.question, prompt.answer, traj.text, problems, not problems, answer, correct,
-        traj.calls["python"], traj.calls["search"], sum(traj.refused.values()), traj.repeated, traj.stop,
-        traj.tokens, round(time.monotonic() - start, 3),
-    )  # fmt: skip
+        prompt.question,
+        prompt.answer,
+        traj.text,
+        problems,
+        not problems,
+        answer,
+        correct,
+        traj.calls["python"],
+        traj.calls["search"],
+        sum(traj.refused.values()),
+        traj.repeated,
+        traj.stop,
+        traj.tokens,
+        round(time.monotonic() - start, 3),
+    )
 
 
 def read_prompts(path: Path) -> list[Prompt]:
@@ -171,8 +182,13 @@ def load_generator_factory(path: Path) -> Callable[[str], Generate]:
             # Re-encoding prompt + text each call, as ARPO's completions client does.
             enc = tokenizer(prompt + text, return_tensors="pt", add_special_tokens=False).to(model.device)
             start = enc["input_ids"].shape[1]
-            config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, max_time=seconds_left,
-                                      eos_token_id=sorted(eos_ids), pad_token_id=pad)  # fmt: skip
+            config = GenerationConfig(
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                max_time=seconds_left,
+                eos_token_id=sorted(eos_ids),
+                pad_token_id=pad,
+            )
             with torch.inference_mode():
                 out = model.generate(**enc, generation_config=config, stopping_criteria=[StopAtTags(start)])
             new = out[0, start:].tolist()
@@ -198,9 +214,14 @@ def run(args: argparse.Namespace) -> int:
         check_outputs(inputs, {"--report": Path(args.report)})
     prompts = read_prompts(Path(args.prompts)) if args.prompts else list(DEFAULT_PROMPTS)
     search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
-    limits = Limits(max_python_calls=args.max_python_calls, max_search_calls=args.max_search_calls,
-                    max_new_tokens=args.max_new_tokens, max_total_tokens=args.max_total_tokens,
-                    time_limit_s=args.time_limit, allow_weak_sandbox=args.allow_weak_sandbox)  # fmt: skip
+    limits = Limits(
+        max_python_calls=args.max_python_calls,
+        max_search_calls=args.max_search_calls,
+        max_new_tokens=args.max_new_tokens,
+        max_total_tokens=args.max_total_tokens,
+        time_limit_s=args.time_limit,
+        allow_weak_sandbox=args.allow_weak_sandbox,
+    )
     result_format = RESULT_FORMATS[args.result_format]
     probe = run_python("print(1 + 1)", allow_weak=args.allow_weak_sandbox)  # refuses where it cannot isolate
     if probe.mode == "weak":
@@ -258,7 +279,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
     add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
-    add(WEAK_FLAG, action="store_true", help="where the host allows no namespaces, run model code anyway with "
+    add(
+        WEAK_FLAG,
+        action="store_true",
+        help="where the host allows no namespaces, run model code anyway with "
         "rlimits, nobody and the socket module disabled (host files readable, ctypes sockets work); without "
-        "it verify exits 3 there. The report records sandbox_mode")  # fmt: skip
+        "it verify exits 3 there. The report records sandbox_mode",
+    )
     p.set_defaults(func=run)

@@ -13,8 +13,9 @@ from arpo_train_sft.train.topology import free_port
 
 def test_every_rank_uses_rank_0s_resume_argument(capsys):
     port = free_port()
-    _server = TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
-                       timeout=datetime.timedelta(seconds=10))  # fmt: skip
+    _server = TCPStore(
+        "127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(seconds=10)
+    )
     env = {
         "WORLD_SIZE": "3",
         "MASTER_ADDR": "127.0.0.1",
@@ -27,8 +28,12 @@ def test_every_rank_uses_rank_0s_resume_argument(capsys):
         2: ["entry", "cfg.yaml", "lr=1"],  # its node found nothing to resume
     }
     results: dict[int, list[str]] = {}
-    threads = [threading.Thread(target=lambda r=r: results.__setitem__(r, agree_on_resume(argvs[r], {**env, "RANK": str(r)})))
-               for r in (2, 1, 0)]  # fmt: skip
+    threads = [
+        threading.Thread(
+            target=lambda r=r: results.__setitem__(r, agree_on_resume(argvs[r], {**env, "RANK": str(r)}))
+        )
+        for r in (2, 1, 0)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -158,8 +158,11 @@ def test_missing_shard_is_named_before_deepspeed_runs(ckpt_copy: Path, tmp_path:
 
     proc = subprocess.run(
         [sys.executable, "-c", CLI, "export", str(ckpt_copy), str(tmp_path / "out")],
-        capture_output=True, text=True, env=run_env(), timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=run_env(),
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"arpo-sft: error: {problem}"]

@@ -167,10 +167,16 @@ def test_missing_trainer_log_is_a_user_error(tmp_path: Path):
 def write_metrics(run: Path, gpu: bool) -> None:
     """metrics.jsonl as lf/metrics.py writes it: one line per logged step; a resume repeats step 600."""
     lines = [
-        {"step": s, "tokens_per_second_per_gpu": 3000.0 + s, "mfu": 0.4 if gpu else None,
-         "peak_memory_gib": 60.0 + s / 1000 if gpu else None, "tokens": 96000, "seconds": 4.0}
+        {
+            "step": s,
+            "tokens_per_second_per_gpu": 3000.0 + s,
+            "mfu": 0.4 if gpu else None,
+            "peak_memory_gib": 60.0 + s / 1000 if gpu else None,
+            "tokens": 96000,
+            "seconds": 4.0,
+        }
         for s in range(1, STEPS + 1)
-    ]  # fmt: skip
+    ]
     lines.append({**lines[-1], "tokens_per_second_per_gpu": 1.0})
     text = (
         "\n".join(json.dumps(line) for line in lines) + '\n{"step": 601, "tokens_per_se'

@@ -38,9 +38,13 @@ TORN = SAVED + 1
 
 def command(output_dir: Path) -> list[str]:
     return [
-        "bash", "sft_train.sh", "yaml/demo_cpu.yaml", *DEMO_OVERRIDES,
-        f"output_dir={output_dir}", "--skip-preflight",
-    ]  # fmt: skip
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        *DEMO_OVERRIDES,
+        f"output_dir={output_dir}",
+        "--skip-preflight",
+    ]
 
 
 def wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
@@ -61,9 +65,13 @@ def last_step(output_dir: Path) -> int:
 def resumed(checkout: Path, demo_run) -> tuple[subprocess.CompletedProcess, Path]:
     output_dir = checkout / "checkpoints" / "demo-resume"
     proc = subprocess.Popen(
-        command(output_dir), cwd=checkout, env=run_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        command(output_dir),
+        cwd=checkout,
+        env=run_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: (output_dir / f"checkpoint-{SAVED}" / "trainer_state.json").exists(), proc, 600)
         wait_for(lambda: last_step(output_dir) >= KILLED_AFTER, proc, 300)

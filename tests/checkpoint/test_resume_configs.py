@@ -25,8 +25,16 @@ def train(
 ) -> subprocess.CompletedProcess:
     # Preflight is not what these runs test (the refusal below is), and it costs a CPU-bound child per launch.
     flags = (*flags, *(() if preflight or "--skip-preflight" in flags else ("--skip-preflight",)))
-    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{config}",
-               f"max_steps={max_steps}", *SHORT_RUN, f"output_dir={output_dir}", *flags]  # fmt: skip
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        f"deepspeed=examples/deepspeed/{config}",
+        f"max_steps={max_steps}",
+        *SHORT_RUN,
+        f"output_dir={output_dir}",
+        *flags,
+    ]
     return subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
 
 
@@ -88,8 +96,10 @@ def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, 
     found = (
         f"{output_dir}: holds an earlier run (model.safetensors) but no complete checkpoint to resume from"
     )
-    fix = ("relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
-           "or set output_dir to a new directory")  # fmt: skip
+    fix = (
+        "relaunch with --fresh to move it aside (nothing is deleted) and start at step 0, "
+        "or set output_dir to a new directory"
+    )
     # Preflight says it first, in its table's form (config: what was found: the fix) ...
     result = train(checkout, output_dir, CONFIGS[0], 3, preflight=True)
     assert result.returncode == 2

@@ -90,8 +90,11 @@ def test_truncated_last_line(tmp_path, capsys):
 def test_a_broken_line_that_is_not_last_is_invalid_json_with_its_column(tmp_path, capsys):
     path = write_jsonl(tmp_path / "bad.jsonl", [row(1), '{"system": "x" "conversations": []}', row(3)])
     assert only_rule(capsys, path) == (
-        "unparsable", 1, [(2, 2)], "not valid JSON (Expecting ',' delimiter at column 16)"
-    )  # fmt: skip
+        "unparsable",
+        1,
+        [(2, 2)],
+        "not valid JSON (Expecting ',' delimiter at column 16)",
+    )
 
 
 def test_bytes_that_are_not_utf8(tmp_path, capsys):
@@ -198,9 +201,12 @@ def test_other_control_characters(tmp_path, capsys):
     assert message.startswith("conversations[1].value: 1 control character(s), first U+0000 at character")
     frac = {"system": "use \frac{1}{2}", "conversations": row(1)["conversations"]}
     assert row_problems(frac) == [
-        ("control-chars", "system: 1 control character(s), first U+000C at character 5 before 'rac{1}{2}' "
-         '(Python\'s "\\f" escape: a lost backslash?)')
-    ]  # fmt: skip
+        (
+            "control-chars",
+            "system: 1 control character(s), first U+000C at character 5 before 'rac{1}{2}' "
+            '(Python\'s "\\f" escape: a lost backslash?)',
+        )
+    ]
     assert row_problems(lines[2]) == [], "\\t, \\r and \\n are allowed"
 
 
@@ -243,8 +249,11 @@ def test_empty_turn(tmp_path, capsys):
     lines = [row(1), row(2), row(3)]
     lines[1]["conversations"][0]["value"] = " \n "
     assert only_rule(capsys, write_jsonl(tmp_path / "empty.jsonl", lines)) == (
-        "empty-turn", 1, [(2, 2)], "conversations[0].value (human) is empty"
-    )  # fmt: skip
+        "empty-turn",
+        1,
+        [(2, 2)],
+        "conversations[0].value (human) is empty",
+    )
 
 
 def test_duplicates_name_their_first_occurrence(tmp_path, capsys):
@@ -256,9 +265,19 @@ def test_duplicates_name_their_first_occurrence(tmp_path, capsys):
     (rule,) = result["rules"]
     assert (code, rule["id"], rule["count"]) == (1, "duplicate", 3)
     assert rule["examples"] == [
-        {"row": 3, "line": 4, "message": "same system and conversations as row 1 (line 1)", "first": {"row": 1, "line": 1}},
-        {"row": 5, "line": 6, "message": "same system and conversations as row 2 (line 2)", "first": {"row": 2, "line": 2}},
-    ]  # fmt: skip
+        {
+            "row": 3,
+            "line": 4,
+            "message": "same system and conversations as row 1 (line 1)",
+            "first": {"row": 1, "line": 1},
+        },
+        {
+            "row": 5,
+            "line": 6,
+            "message": "same system and conversations as row 2 (line 2)",
+            "first": {"row": 2, "line": 2},
+        },
+    ]
 
 
 @pytest.mark.parametrize(
@@ -297,16 +316,42 @@ def test_json_output_in_full_and_the_table(tmp_path, capsys):
         "rows": 4,
         "clean_rows": 1,
         "rules": [
-            {"id": "unparsable", "description": RULES["unparsable"], "count": 1,
-             "examples": [{"row": 3, "line": 3, "message": "not valid JSON (Expecting property name enclosed in "
-                           "double quotes at column 2)"}]},
-            {"id": "text-after-answer", "description": RULES["text-after-answer"], "count": 1,
-             "examples": [{"row": 2, "line": 2, "message": "conversations[1].value: text after </answer>: 'x'"}]},
-            {"id": "duplicate", "description": RULES["duplicate"], "count": 1,
-             "examples": [{"row": 4, "line": 4, "message": "same system and conversations as row 1 (line 1)",
-                           "first": {"row": 1, "line": 1}}]},
+            {
+                "id": "unparsable",
+                "description": RULES["unparsable"],
+                "count": 1,
+                "examples": [
+                    {
+                        "row": 3,
+                        "line": 3,
+                        "message": "not valid JSON (Expecting property name enclosed in "
+                        "double quotes at column 2)",
+                    }
+                ],
+            },
+            {
+                "id": "text-after-answer",
+                "description": RULES["text-after-answer"],
+                "count": 1,
+                "examples": [
+                    {"row": 2, "line": 2, "message": "conversations[1].value: text after </answer>: 'x'"}
+                ],
+            },
+            {
+                "id": "duplicate",
+                "description": RULES["duplicate"],
+                "count": 1,
+                "examples": [
+                    {
+                        "row": 4,
+                        "line": 4,
+                        "message": "same system and conversations as row 1 (line 1)",
+                        "first": {"row": 1, "line": 1},
+                    }
+                ],
+            },
         ],
-    }  # fmt: skip
+    }
     code, out = check(capsys, path)
     assert code == 1
     cells = [line.split("│") for line in out.splitlines() if "│" in line]
@@ -378,12 +423,24 @@ def test_array_rows_split_across_chunk_boundaries(tmp_path, monkeypatch):
 def test_damaged_arrays_end_in_one_row_that_says_why(tmp_path):
     cases = {
         b'[{"a": 1},\n {"a": 2}, {"a": "unfinished': (3, 2, "truncated: the file ends inside this row"),
-        b'[{"a": 1},\n {"a": 2}': (3, 2, "truncated: the file ends before the array's closing ] (at line 2 column 10)"),
-        b'[{"a": 1},\n {"a": 2} {"a": 3}]': (3, 2, "not valid JSON (expected ',' or ']' after row 2 at line 2 column 11)"),
+        b'[{"a": 1},\n {"a": 2}': (
+            3,
+            2,
+            "truncated: the file ends before the array's closing ] (at line 2 column 10)",
+        ),
+        b'[{"a": 1},\n {"a": 2} {"a": 3}]': (
+            3,
+            2,
+            "not valid JSON (expected ',' or ']' after row 2 at line 2 column 11)",
+        ),
         b'[{"a": 1},\n {"a": 2},]': (3, 2, "not valid JSON (Expecting value at line 2 column 11)"),
-        b'[{"a": 1},\n {"a": 2}]\n[]': (3, 3, "not valid JSON (text after the array's closing ] at line 3 column 1)"),
+        b'[{"a": 1},\n {"a": 2}]\n[]': (
+            3,
+            3,
+            "not valid JSON (text after the array's closing ] at line 3 column 1)",
+        ),
         b'[{"a": 1},\n {"a": "\xff"}, {"a": 3}]': (3, 2, None),
-    }  # fmt: skip
+    }
     for content, (count, line, error) in cases.items():
         path = tmp_path / "damaged.json"
         path.write_bytes(content)

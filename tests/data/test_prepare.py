@@ -72,8 +72,22 @@ def messy(tmp_path: Path) -> Path:
 
 def test_every_row_is_accounted_for(messy: Path, model_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "prepared.jsonl"
-    assert invoke(data_prepare, "prepare", "--input", str(messy), "--output", str(out), "--model", str(model_dir),
-                  "--cutoff-len", "4096", "--fix-control-chars") == 0  # fmt: skip
+    assert (
+        invoke(
+            data_prepare,
+            "prepare",
+            "--input",
+            str(messy),
+            "--output",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--cutoff-len",
+            "4096",
+            "--fix-control-chars",
+        )
+        == 0
+    )
     written = read_jsonl(out)
     rejects = read_jsonl(tmp_path / "prepared.rejects.jsonl")
     assert len(written) + len(rejects) == 16
@@ -100,8 +114,20 @@ def test_length_policies(model_dir: Path, tmp_path: Path, policy: str):
     source = write_jsonl(tmp_path / "raw.jsonl", demo_rows(20))
     out = tmp_path / "out.jsonl"
     cutoff = 400  # demo rows are 308 to 611 tokens
-    invoke(data_prepare, "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir),
-           "--cutoff-len", str(cutoff), "--overlength", policy)  # fmt: skip
+    invoke(
+        data_prepare,
+        "prepare",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--cutoff-len",
+        str(cutoff),
+        "--overlength",
+        policy,
+    )
     report = json.loads((tmp_path / "out.jsonl.report.json").read_text())
     over = report["over_cutoff"]
     assert 0 < over < 20
@@ -140,15 +166,27 @@ def test_keep_trains_exactly_what_llamafactory_trains_on_the_raw_rows(model_dir:
     """Oracle: LLaMA-Factory's processor at the same cutoff_len, on the raw file and on the prepared one."""
     raw = demo_rows(20)
     out = tmp_path / "out.jsonl"
-    invoke(data_prepare, "prepare", "--input", str(write_jsonl(tmp_path / "raw.jsonl", raw)), "--output",
-           str(out), "--model", str(model_dir), "--cutoff-len", "400")  # fmt: skip
+    invoke(
+        data_prepare,
+        "prepare",
+        "--input",
+        str(write_jsonl(tmp_path / "raw.jsonl", raw)),
+        "--output",
+        str(out),
+        "--model",
+        str(model_dir),
+        "--cutoff-len",
+        "400",
+    )
     trained = llamafactory_trains(model_dir, raw, 400)
     assert llamafactory_trains(model_dir, read_jsonl(out), 400) == trained
     # The report's cut counts are what LLaMA-Factory really does to these rows at that cutoff.
     whole = llamafactory_trains(model_dir, raw, 10**6)
     ignored = [[sum(label == -100 for label in labels) for _, labels in run] for run in (trained, whole)]
-    target = [[len(labels) - n for (_, labels), n in zip(run, counts, strict=True)]
-              for run, counts in zip((trained, whole), ignored, strict=True)]  # fmt: skip
+    target = [
+        [len(labels) - n for (_, labels), n in zip(run, counts, strict=True)]
+        for run, counts in zip((trained, whole), ignored, strict=True)
+    ]
     report = json.loads((tmp_path / "out.jsonl.report.json").read_text())
     assert report["would_lose_im_end"] == sum(a < b for a, b in zip(*target, strict=True)) > 0
     assert report["prompt_cut"] == sum(a < b for a, b in zip(*ignored, strict=True)) > 0
@@ -157,8 +195,16 @@ def test_keep_trains_exactly_what_llamafactory_trains_on_the_raw_rows(model_dir:
 
 def test_truncate_is_gone_and_says_what_to_use(model_dir: Path, tmp_path: Path, capsys):
     source = write_jsonl(tmp_path / "raw.jsonl", demo_rows(3))
-    argv = ["data", "prepare", "--input", str(source), "--output", str(tmp_path / "out.jsonl"),
-            "--model", str(model_dir)]  # fmt: skip
+    argv = [
+        "data",
+        "prepare",
+        "--input",
+        str(source),
+        "--output",
+        str(tmp_path / "out.jsonl"),
+        "--model",
+        str(model_dir),
+    ]
     assert cli.main([*argv, "--overlength", "truncate"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "--overlength truncate was removed" in line and "<|im_end|>" in line
@@ -188,8 +234,21 @@ def test_json_array_input_gives_the_same_output(model_dir: Path, tmp_path: Path)
 
 def test_stats_on_the_bundled_data(model_dir: Path, tmp_path: Path, capsys):
     plot = tmp_path / "lengths.png"
-    assert invoke(data_stats, "stats", str(DEMO), "--model", str(model_dir), "--cutoff-len", "500",
-                  "--plot", str(plot), "--json") == 0  # fmt: skip
+    assert (
+        invoke(
+            data_stats,
+            "stats",
+            str(DEMO),
+            "--model",
+            str(model_dir),
+            "--cutoff-len",
+            "500",
+            "--plot",
+            str(plot),
+            "--json",
+        )
+        == 0
+    )
     figures = json.loads(capsys.readouterr().out.split("histogram:")[0])
     assert figures["rows"] == 300
     assert 300 < figures["tokens"]["p50"] <= figures["tokens"]["p90"] <= figures["tokens"]["max"] <= 700
@@ -242,8 +301,16 @@ def test_batched_rendering_gives_llamafactorys_exact_ids(model_dir: Path):
 
     tokenizer = load_tokenizer(str(model_dir))
     rows = [to_conversation(normalize(row, fix=False)[0]) for row in read_jsonl(DEMO)]
-    rows.append(to_conversation({"conversations": [{"from": "human", "value": "  leading spaces\n\n"},
-                                                   {"from": "gpt", "value": "\n\n<think>数学 🚀</think>  "}]}))  # fmt: skip
+    rows.append(
+        to_conversation(
+            {
+                "conversations": [
+                    {"from": "human", "value": "  leading spaces\n\n"},
+                    {"from": "gpt", "value": "\n\n<think>数学 🚀</think>  "},
+                ]
+            }
+        )
+    )
     for name in ("qwen", "qwen_mask_results"):
         template = load_template(tokenizer, name)
         batch = render(tokenizer, template, rows)
@@ -263,17 +330,44 @@ def _clobber_cases(d: Path) -> dict[str, tuple[list[str], str]]:
     """name -> (prepare flags, what the one error line must say); inputs are d/raw.jsonl and d/X.rejects.jsonl."""
     raw, out = d / "raw.jsonl", d / "out.jsonl"
     return {
-        "rejects is the input": (["--input", raw, "--output", out, "--rejects", raw], f"--rejects {raw} is the same file as the input --input {raw}"),
-        "default rejects is the input": (["--input", d / "X.rejects.jsonl", "--output", d / "X.jsonl"], "--rejects (default: --output's name + .rejects.jsonl) "),
-        "rejects is the output": (["--input", raw, "--output", out, "--rejects", out], f"--rejects {out} is the same file as --output {out}"),
-        "output is the input": (["--input", raw, "--output", raw], f"--output {raw} is the same file as the input --input {raw}"),
-        "output is a symlink to the input": (["--input", raw, "--output", d / "link.jsonl"], f"is a symbolic link to {raw.resolve()} (the same file as the input --input"),
-        "output is a hard link to the input": (["--input", raw, "--output", d / "hard.jsonl"], "is the same file as the input --input"),
-        "rejects is a symlink to where the output goes": (["--input", raw, "--output", out, "--rejects", d / "dangling"], f"(the same file as --output {out})"),
-        "rejects is the report": (["--input", raw, "--output", out, "--rejects", d / "out.jsonl.report.json"], "is the same file as --rejects"),
+        "rejects is the input": (
+            ["--input", raw, "--output", out, "--rejects", raw],
+            f"--rejects {raw} is the same file as the input --input {raw}",
+        ),
+        "default rejects is the input": (
+            ["--input", d / "X.rejects.jsonl", "--output", d / "X.jsonl"],
+            "--rejects (default: --output's name + .rejects.jsonl) ",
+        ),
+        "rejects is the output": (
+            ["--input", raw, "--output", out, "--rejects", out],
+            f"--rejects {out} is the same file as --output {out}",
+        ),
+        "output is the input": (
+            ["--input", raw, "--output", raw],
+            f"--output {raw} is the same file as the input --input {raw}",
+        ),
+        "output is a symlink to the input": (
+            ["--input", raw, "--output", d / "link.jsonl"],
+            f"is a symbolic link to {raw.resolve()} (the same file as the input --input",
+        ),
+        "output is a hard link to the input": (
+            ["--input", raw, "--output", d / "hard.jsonl"],
+            "is the same file as the input --input",
+        ),
+        "rejects is a symlink to where the output goes": (
+            ["--input", raw, "--output", out, "--rejects", d / "dangling"],
+            f"(the same file as --output {out})",
+        ),
+        "rejects is the report": (
+            ["--input", raw, "--output", out, "--rejects", d / "out.jsonl.report.json"],
+            "is the same file as --rejects",
+        ),
         "output is a directory": (["--input", raw, "--output", d / "sub"], "is a directory"),
-        "output is inside a file": (["--input", raw, "--output", raw / "out.jsonl"], f"--output {raw / 'out.jsonl'}: {raw} is a file, not a folder"),
-    }  # fmt: skip
+        "output is inside a file": (
+            ["--input", raw, "--output", raw / "out.jsonl"],
+            f"--output {raw / 'out.jsonl'}: {raw} is a file, not a folder",
+        ),
+    }
 
 
 @pytest.mark.parametrize("case", list(_clobber_cases(Path("d"))))
@@ -341,7 +435,12 @@ def _special_rows() -> list[dict]:
 def test_special_token_literals_are_rejected_by_default(model_dir: Path, tmp_path: Path, capsys):
     source = write_jsonl(tmp_path / "raw.jsonl", _special_rows())
     out = tmp_path / "out.jsonl"
-    assert invoke(data_prepare, "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir)) == 0  # fmt: skip
+    assert (
+        invoke(
+            data_prepare, "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir)
+        )
+        == 0
+    )
     assert "4 input rows = 2 written + 2 rejected" in capsys.readouterr().out
     rejects = read_jsonl(tmp_path / "out.rejects.jsonl")
     assert [r["row"] for r in rejects] == [2, 3]
@@ -360,8 +459,21 @@ def test_escaped_special_tokens_tokenize_as_plain_text(model_dir: Path, tmp_path
     rows = _special_rows()
     source = write_jsonl(tmp_path / "raw.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    assert invoke(data_prepare, "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir),
-                  "--special-tokens", "escape") == 0  # fmt: skip
+    assert (
+        invoke(
+            data_prepare,
+            "prepare",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--special-tokens",
+            "escape",
+        )
+        == 0
+    )
     written = read_jsonl(out)
     assert len(written) == 4
     assert written[1]["conversations"][1]["value"].endswith("<\u200b|im_end|>")
@@ -390,7 +502,17 @@ def test_lone_surrogates_through_prepare_stats_and_parity(model_dir: Path, tmp_p
     from .cli_checks import cli
 
     source = _write_hazards(tmp_path / "raw.jsonl")
-    code, out, err = cli(capsys, "data", "prepare", "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--model", str(model_dir))  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "data",
+        "prepare",
+        "--input",
+        str(source),
+        "--output",
+        str(tmp_path / "o.jsonl"),
+        "--model",
+        str(model_dir),
+    )
     assert (code, err) == (0, "") and "5 input rows = 3 written + 2 rejected" in out
     rejects = read_jsonl(tmp_path / "o.rejects.jsonl")
     assert [(r["row"], r["reason"].split(":")[0]) for r in rejects] == [
@@ -418,8 +540,21 @@ def test_rows_without_a_trainable_token_are_rejected(model_dir: Path, tmp_path: 
     rows[1]["conversations"][1]["value"] = "a"
     source = write_jsonl(tmp_path / "raw.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    assert invoke(data_prepare, "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir),
-                  "--cutoff-len", "6") == 0  # fmt: skip
+    assert (
+        invoke(
+            data_prepare,
+            "prepare",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--cutoff-len",
+            "6",
+        )
+        == 0
+    )
     (reject,) = read_jsonl(tmp_path / "out.rejects.jsonl")
     assert reject["row"] == 2 and reject["reason"].startswith("no trainable tokens: cutoff_len 6")
     assert len(read_jsonl(out)) == 1
@@ -436,14 +571,21 @@ def test_all_rows_rejected_is_exit_1_and_no_training_file(model_dir: Path, tmp_p
 
     source = write_jsonl(tmp_path / "raw.jsonl", _special_rows()[1:3])
     out = tmp_path / "out.jsonl"
-    code, stdout, err = cli(capsys, "data", "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir))  # fmt: skip
+    code, stdout, err = cli(
+        capsys, "data", "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir)
+    )
     line = one_error_line(err)
     assert code == 1 and "2 input rows = 0 written + 2 rejected" in stdout
     assert f"{source}: all 2 rows were rejected, so no training file was written" in line
     assert not out.exists() and len(read_jsonl(tmp_path / "out.rejects.jsonl")) == 2
     assert json.loads((tmp_path / "out.jsonl.report.json").read_text())["output_rows"] == 0
     out.write_text("an earlier training file\n")
-    assert cli(capsys, "data", "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir))[0] == 1  # fmt: skip
+    assert (
+        cli(
+            capsys, "data", "prepare", "--input", str(source), "--output", str(out), "--model", str(model_dir)
+        )[0]
+        == 1
+    )
     assert out.read_text() == "an earlier training file\n"
 
 
@@ -456,7 +598,11 @@ def test_a_model_dir_without_tokenizer_files_is_one_line(model_dir: Path, tmp_pa
     bare.mkdir()
     shutil.copy(model_dir / "config.json", bare / "config.json")
     source = write_jsonl(tmp_path / "raw.jsonl", demo_rows(2))
-    for argv in (["prepare", "--input", str(source), "--output", str(tmp_path / "o.jsonl")], ["stats", str(source)], ["parity", str(source)]):  # fmt: skip
+    for argv in (
+        ["prepare", "--input", str(source), "--output", str(tmp_path / "o.jsonl")],
+        ["stats", str(source)],
+        ["parity", str(source)],
+    ):
         code, out, err = cli(capsys, "data", *argv, "--model", str(bare))
         line = one_error_line(err)
         assert code == 2 and out == "", argv

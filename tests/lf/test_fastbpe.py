@@ -22,13 +22,66 @@ from .rows import demo_rows
 # and their near misses, contractions in any case, digits of every script, whitespace runs, decomposed
 # and precomposed accents (not NFC: goes to the tokenizer), Hangul jamo, emoji sequences, controls.
 PIECES = (
-    "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>", "<|endoftext|>", "<|im_end", "im_end|>",
-    "<|im_start|><|im_end|>", " ", "  ", "\n", "\r\n", "\t", "\n\n ", " \n", "'s", "'LL", "'Re", "'T", "123",
-    "٣", "½", "Ⅻ", "e\u0301", "é", "\u0301", "한", "\u1100\u1161\u11a8", "数学", "😀", "👨‍👩‍👧", "\u200b",
-    "\u00a0", "<think>", "</think>", "<result>", "</result>", "</python><result>", "><", "print(42)",
-    "\\boxed{42}", "ǅ", "ﬁ", "\ufeff", "\x00", "\u2028", "Ω", "ℌ", "İ", "ß", "ſ", "K", "hello", " World",
-    "x=1;", "    ", "...", "--", "`code`",
-)  # fmt: skip
+    "<|im_start|>",
+    "<|im_end|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|endoftext|>",
+    "<|im_end",
+    "im_end|>",
+    "<|im_start|><|im_end|>",
+    " ",
+    "  ",
+    "\n",
+    "\r\n",
+    "\t",
+    "\n\n ",
+    " \n",
+    "'s",
+    "'LL",
+    "'Re",
+    "'T",
+    "123",
+    "٣",
+    "½",
+    "Ⅻ",
+    "e\u0301",
+    "é",
+    "\u0301",
+    "한",
+    "\u1100\u1161\u11a8",
+    "数学",
+    "😀",
+    "👨‍👩‍👧",
+    "\u200b",
+    "\u00a0",
+    "<think>",
+    "</think>",
+    "<result>",
+    "</result>",
+    "</python><result>",
+    "><",
+    "print(42)",
+    "\\boxed{42}",
+    "ǅ",
+    "ﬁ",
+    "\ufeff",
+    "\x00",
+    "\u2028",
+    "Ω",
+    "ℌ",
+    "İ",
+    "ß",
+    "ſ",
+    "K",
+    "hello",
+    " World",
+    "x=1;",
+    "    ",
+    "...",
+    "--",
+    "`code`",
+)
 
 
 def fuzz(count: int, seed: int = 0) -> list[str]:
@@ -137,16 +190,25 @@ def drop_a_merge(spec: dict) -> None:
     ("edit", "reason"),
     [
         (lambda s: s.update(normalizer=None), "normalizer is None, not NFC"),
-        (lambda s: s["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(Regex=r"\p{N}{1,3}|\s+|[^\s]+"),
-         "pre-tokenizer's split pattern is not Qwen2's"),
-        (lambda s: s["pre_tokenizer"]["pretokenizers"][1].update(add_prefix_space=True),
-         "pre-tokenizer settings differ from Qwen2's"),
+        (
+            lambda s: s["pre_tokenizer"]["pretokenizers"][0]["pattern"].update(
+                Regex=r"\p{N}{1,3}|\s+|[^\s]+"
+            ),
+            "pre-tokenizer's split pattern is not Qwen2's",
+        ),
+        (
+            lambda s: s["pre_tokenizer"]["pretokenizers"][1].update(add_prefix_space=True),
+            "pre-tokenizer settings differ from Qwen2's",
+        ),
         (lambda s: s["model"].update(byte_fallback=True), "model is not plain BPE"),
         (swap_two_merges, "merge rules are not ordered as their results' ids"),
         (drop_a_merge, "a token's merge rule differs from the one tiktoken's merging reaches it by"),
-        (lambda s: s["added_tokens"][2].update(lstrip=True), "added token '<|im_end|>' is normalised or stripped"),
+        (
+            lambda s: s["added_tokens"][2].update(lstrip=True),
+            "added token '<|im_end|>' is normalised or stripped",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_tokenizer_that_differs_keeps_its_own_encode_and_says_why(qwen, edit, reason):
     tokenizer = rebuilt(qwen, edit)
     assert fastbpe.accelerate(tokenizer) == reason

@@ -45,9 +45,16 @@ def spawned_run(checkout: Path, tmp_path_factory: pytest.TempPathFactory):
     path = os.pathsep.join(p for p in (str(scratch / "site"), os.environ.get("PYTHONPATH", "")) if p)
     result = subprocess.run(
         [
-            "bash", "sft_train.sh", "yaml/demo_cpu.yaml",
-            "template=qwen_mask_results", "preprocessing_num_workers=2", f"tokenized_path={tokenized}",
-            "overwrite_cache=true", "max_steps=2", "save_steps=1000", "logging_steps=1",
+            "bash",
+            "sft_train.sh",
+            "yaml/demo_cpu.yaml",
+            "template=qwen_mask_results",
+            "preprocessing_num_workers=2",
+            f"tokenized_path={tokenized}",
+            "overwrite_cache=true",
+            "max_steps=2",
+            "save_steps=1000",
+            "logging_steps=1",
             f"output_dir={output_dir}",
         ],
         cwd=checkout,
@@ -60,7 +67,7 @@ def spawned_run(checkout: Path, tmp_path_factory: pytest.TempPathFactory):
         capture_output=True,
         text=True,
         timeout=900,
-    )  # fmt: skip
+    )
     processes = [json.loads(p.read_text()) for p in (scratch / "processes").glob("*.json")]
     return result, tokenized, output_dir, processes
 

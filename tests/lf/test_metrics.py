@@ -127,8 +127,14 @@ class Tiny(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config = Qwen2Config(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
-                                  num_attention_heads=2, num_key_value_heads=1, vocab_size=32)  # fmt: skip
+        self.config = Qwen2Config(
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=32,
+        )
         self.weight = torch.nn.Parameter(torch.ones(1))
 
     def forward(self, input_ids, attention_mask=None):

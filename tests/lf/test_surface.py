@@ -272,8 +272,19 @@ def test_train_args_are_the_dataclasses_the_train_parser_reads():
         "_TRAIN_ARGS", "not all dataclasses"
     )
     keys = training_keys()
-    used = {"template", "cutoff_len", "mask_history", "train_on_prompt", "packing", "neat_packing",
-            "tokenized_path", "preprocessing_num_workers", "deepspeed", "output_dir", "learning_rate"}  # fmt: skip
+    used = {
+        "template",
+        "cutoff_len",
+        "mask_history",
+        "train_on_prompt",
+        "packing",
+        "neat_packing",
+        "tokenized_path",
+        "preprocessing_num_workers",
+        "deepspeed",
+        "output_dir",
+        "learning_rate",
+    }
     assert used <= keys, changed("_TRAIN_ARGS", f"keys {sorted(used - keys)} are gone")
     parsed = _parse_train_args({"model_name_or_path": "m", "template": masking.TEMPLATE_NAME})
     assert [type(p) for p in parsed] == list(_TRAIN_ARGS), changed(

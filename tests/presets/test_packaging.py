@@ -48,9 +48,19 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("build")
     shutil.copytree(REPO, root / "src", symlinks=True, ignore=_build_inputs_only)
     run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--wheel-dir", str(root / "dist"), str(root / "src")],
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            str(root / "dist"),
+            str(root / "src"),
+        ],
+    )
     (found,) = (root / "dist").glob("arpo_train_sft-*.whl")
     return found
 

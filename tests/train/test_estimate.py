@@ -201,10 +201,19 @@ def test_unknown_hub_model_names_the_fix(tmp_path: Path):
 def test_local_config_json_is_read(tmp_path: Path):
     model = tmp_path / "m"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
-    }))  # fmt: skip
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 151936,
+                "tie_word_embeddings": True,
+            }
+        )
+    )
     est = estimate(load_run_config(config(tmp_path, model_name_or_path=str(model))))
     assert est.params == 151936 * 64 + 2 * (64 * 64 * 2 + 64 * 32 * 2 + 64 + 2 * 32 + 3 * 64 * 128 + 128) + 64
 

@@ -39,13 +39,24 @@ from ..conftest import REPO, run_env
 TOLERANCE = MARGIN
 MEASURED_STEP = 1  # global_step as the second step begins
 # Qwen2 on the real vocabulary, hidden 256, MLP 4096, 8 layers: 65M parameters (39M of them embedding).
-SHAPE = {"hidden_size": 256, "intermediate_size": 4096, "num_hidden_layers": 8,
-         "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+SHAPE = {
+    "hidden_size": 256,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 # Every demo row is longer than 256 tokens, so each micro-batch is exactly 2 x 256 with no padding.
 OVERRIDES = (
-    "cutoff_len=256", "per_device_train_batch_size=2", "max_steps=2", "max_samples=16",
-    "disable_gradient_checkpointing=true", "save_steps=1000", "logging_steps=1", "plot_loss=false",
-)  # fmt: skip
+    "cutoff_len=256",
+    "per_device_train_batch_size=2",
+    "max_steps=2",
+    "max_samples=16",
+    "disable_gradient_checkpointing=true",
+    "save_steps=1000",
+    "logging_steps=1",
+    "plot_loss=false",
+)
 
 
 def _status(field: str) -> int:

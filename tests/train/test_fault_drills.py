@@ -50,8 +50,17 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def train(output_dir: Path, *extra: str) -> list[str]:
-    return [*CLI, "train", "--skip-preflight", "yaml/demo_cpu.yaml", "max_steps=6", "save_steps=2",
-            "logging_steps=1", f"output_dir={output_dir}", *extra]  # fmt: skip
+    return [
+        *CLI,
+        "train",
+        "--skip-preflight",
+        "yaml/demo_cpu.yaml",
+        "max_steps=6",
+        "save_steps=2",
+        "logging_steps=1",
+        f"output_dir={output_dir}",
+        *extra,
+    ]
 
 
 def test_a_rank_killed_mid_step_ends_the_job_and_the_relaunch_resumes(checkout: Path, tmp_path: Path):
@@ -75,8 +84,9 @@ def test_a_rank_killed_mid_step_ends_the_job_and_the_relaunch_resumes(checkout: 
     assert code != 0 and "Traceback" not in said.split("[arpo-sft] rank")[-1]
     assert "[arpo-sft] rank " in said and "failed (exit code -9)" in said, said[-3000:]
     assert scan(output_dir / "checkpoint-2").problems == ()
-    result = subprocess.run(train(output_dir), cwd=checkout, env=run_env(), capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
+    result = subprocess.run(
+        train(output_dir), cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert (
         "resuming from" in result.stdout
@@ -102,8 +112,14 @@ def test_disk_full_while_saving_keeps_the_last_checkpoint_and_names_the_disk(
     checkout: Path, small_disk: Path
 ):
     output_dir = small_disk / "run"
-    result = subprocess.run(train(output_dir, "save_total_limit=null"), cwd=checkout, env=run_env(),
-                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    result = subprocess.run(
+        train(output_dir, "save_total_limit=null"),
+        cwd=checkout,
+        env=run_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == EXIT_ENVIRONMENT, result.stdout[-3000:] + result.stderr[-3000:]
     line, *ranks = [line for line in result.stderr.splitlines() if line.startswith("arpo-sft: error:")]
     assert all(" failed (exit code " in rank for rank in ranks)
@@ -121,9 +137,12 @@ def test_an_interrupted_data_prepare_leaves_nothing_under_the_final_name(checkou
     big.write_bytes(rows * 40)
     final = tmp_path / "out" / "prepared.jsonl"
     final.parent.mkdir()
-    proc = subprocess.Popen([*CLI, "data", "prepare", "--input", str(big), "--output", str(final),
-                             "--model", str(model)], env=run_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*CLI, "data", "prepare", "--input", str(big), "--output", str(final), "--model", str(model)],
+        env=run_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: any(final.parent.glob(".prepared.jsonl.*.partial")), proc, 300)
     time.sleep(0.5)
     proc.kill()

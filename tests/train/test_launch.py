@@ -23,13 +23,29 @@ def test_torchrun_command_is_exact_and_keeps_overrides_whole():
         Path("yaml/sft_config.yaml"), ("learning_rate=5e-6", "run_name=two words"), topo, "/venv/bin/python"
     )
     assert cmd == [
-        "/venv/bin/python", "-m", "torch.distributed.run",
-        "--nnodes", "2", "--node_rank", "1", "--nproc_per_node", "8",
-        "--master_addr", "10.1.2.3", "--master_port", "29999", "--rdzv_conf", "timeout=600",
-        "--shutdown_timeout", "300",
-        "-m", "arpo_train_sft.entry",
-        "yaml/sft_config.yaml", "learning_rate=5e-6", "run_name=two words",
-    ]  # fmt: skip
+        "/venv/bin/python",
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--node_rank",
+        "1",
+        "--nproc_per_node",
+        "8",
+        "--master_addr",
+        "10.1.2.3",
+        "--master_port",
+        "29999",
+        "--rdzv_conf",
+        "timeout=600",
+        "--shutdown_timeout",
+        "300",
+        "-m",
+        "arpo_train_sft.entry",
+        "yaml/sft_config.yaml",
+        "learning_rate=5e-6",
+        "run_name=two words",
+    ]
 
 
 def test_training_env_keeps_user_settings_and_adds_gpu_allocator_hints():
@@ -73,8 +89,12 @@ for i in range(int(sys.argv[2])):
 
 def start_launcher(tmp_path: Path, lines: int) -> subprocess.Popen:
     child = f"import sys; sys.argv = ['child', {str(tmp_path / 'got')!r}, '{lines}']\n{CHILD}"
-    return subprocess.Popen([sys.executable, "-c", LAUNCHER, child, str(tmp_path / "run.log")],
-                            stdout=subprocess.PIPE, start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, child, str(tmp_path / "run.log")],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_a_terminal_that_goes_away_stops_nothing_and_the_log_gets_everything(tmp_path: Path):

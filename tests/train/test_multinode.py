@@ -29,23 +29,59 @@ KILL_BOUND_S = 120
 HEARTBEAT_S = 30
 
 
-def launch(checkout: Path, output_dir: Path, node: int, port: int, max_steps: int, *args: str,
-           nnodes: int = 2, stdout=None, preflight: bool = False, **env: str) -> subprocess.Popen:  # fmt: skip
+def launch(
+    checkout: Path,
+    output_dir: Path,
+    node: int,
+    port: int,
+    max_steps: int,
+    *args: str,
+    nnodes: int = 2,
+    stdout=None,
+    preflight: bool = False,
+    **env: str,
+) -> subprocess.Popen:
     """One node's `bash sft_train.sh`, in its own session as a node's shell would be. Only node 0's first
     launch runs preflight: it costs a CPU-bound child per launch and is not what these runs test."""
     skip = () if preflight else ("--skip-preflight",)
-    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"deepspeed=examples/deepspeed/{ZERO3}",
-               f"max_steps={max_steps}", *SHORT_RUN, f"output_dir={output_dir}", *args, *skip]  # fmt: skip
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        f"deepspeed=examples/deepspeed/{ZERO3}",
+        f"max_steps={max_steps}",
+        *SHORT_RUN,
+        f"output_dir={output_dir}",
+        *args,
+        *skip,
+    ]
     # OMP_NUM_THREADS=1: torchrun sets it itself only for 2+ ranks per node, as the reference had; left to
     # its default here, each rank's matmuls split over every core and sum in another order (CI, stop 14:
     # k_proj.bias off by 5e-8 after two steps).
-    env = run_env(**{"OMP_NUM_THREADS": "1", "NPROC_PER_NODE": "1", "NNODES": str(nnodes),
-                     "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                     "RDZV_TIMEOUT": "180", "ARPO_SFT_HEARTBEAT_TIMEOUT": str(HEARTBEAT_S), **env})  # fmt: skip
+    env = run_env(
+        **{
+            "OMP_NUM_THREADS": "1",
+            "NPROC_PER_NODE": "1",
+            "NNODES": str(nnodes),
+            "NODE_RANK": str(node),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RDZV_TIMEOUT": "180",
+            "ARPO_SFT_HEARTBEAT_TIMEOUT": str(HEARTBEAT_S),
+            **env,
+        }
+    )
     path = output_dir.parent / f"{output_dir.name}.node{node}.{time.monotonic_ns()}.out"
     with path.open("w") as out:
-        proc = subprocess.Popen(command, cwd=checkout, env=env, stdout=stdout or out, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            command,
+            cwd=checkout,
+            env=env,
+            stdout=stdout or out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
     proc.out_path = path  # type: ignore[attr-defined]
     return proc
 
@@ -180,9 +216,14 @@ def bad_launch(checkout: Path, tmp_path: Path, node: int, port: int, nnodes: int
     ],
 )
 def test_impossible_node_numbers_are_named_before_anything_starts(checkout, tmp_path, env, message):
-    result = subprocess.run(["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"output_dir={tmp_path}", "--skip-preflight"],
-                            cwd=checkout, env=run_env(MASTER_ADDR="127.0.0.1", **env), capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"output_dir={tmp_path}", "--skip-preflight"],
+        cwd=checkout,
+        env=run_env(MASTER_ADDR="127.0.0.1", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == EXIT_USER_ERROR and message in result.stderr.splitlines()[0], result.stderr
 
 
@@ -206,8 +247,10 @@ def test_an_unreachable_master_is_named_within_rdzv_timeout(checkout, tmp_path):
     node1 = bad_launch(checkout, tmp_path, 1, port, RDZV_TIMEOUT="5")
     assert finish([node1], limit=120) == [EXIT_USER_ERROR]
     assert time.monotonic() - started < 60
-    assert (f"arpo-sft: error: NODE_RANK=1: could not reach node 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT={port} "
-            "within RDZV_TIMEOUT=5 s") in output(node1)  # fmt: skip
+    assert (
+        f"arpo-sft: error: NODE_RANK=1: could not reach node 0 at MASTER_ADDR=127.0.0.1 MASTER_PORT={port} "
+        "within RDZV_TIMEOUT=5 s"
+    ) in output(node1)
 
 
 def test_a_taken_master_port_is_named(checkout, tmp_path):

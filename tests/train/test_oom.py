@@ -17,8 +17,13 @@ from arpo_train_sft.train.oom import MARKER, oom_line, read_note, write_note
 
 from ..conftest import REPO, run_env
 
-SEVEN_B = {"model_name_or_path": "Qwen/Qwen2.5-7B-Instruct", "cutoff_len": 15000, "bf16": True,
-           "per_device_train_batch_size": 1, "deepspeed": str(REPO / "examples/deepspeed/ds_z3_config.json")}  # fmt: skip
+SEVEN_B = {
+    "model_name_or_path": "Qwen/Qwen2.5-7B-Instruct",
+    "cutoff_len": 15000,
+    "bf16": True,
+    "per_device_train_batch_size": 1,
+    "deepspeed": str(REPO / "examples/deepspeed/ds_z3_config.json"),
+}
 
 
 def config(tmp_path: Path, **values) -> RunConfig:
@@ -37,8 +42,12 @@ def test_the_line_names_rank_step_tokens_and_the_estimates_cheapest_change(tmp_p
 
 
 def test_when_the_estimate_fitted_it_asks_for_its_margin_back(tmp_path: Path):
-    line = oom_line({"rank": 0, "step": 1, "tokens": None, "time": 0.0}, config(tmp_path, enable_liger_kernel=True),
-                    gpus=8, gpu_mem_gib=80.0)  # fmt: skip
+    line = oom_line(
+        {"rank": 0, "step": 1, "tokens": None, "time": 0.0},
+        config(tmp_path, enable_liger_kernel=True),
+        gpus=8,
+        gpu_mem_gib=80.0,
+    )
     assert "on its first micro-batch" in line
     assert (
         "(it fitted: the estimate is 15% low here at least); cheapest change that saves the margin: " in line
@@ -70,8 +79,12 @@ def test_the_terminal_goes_quiet_at_the_marker_and_the_log_keeps_everything(tmp_
     child = (
         f"print('step 1', flush=True); print({MARKER!r} + ' 1 at step 2', flush=True); print('Traceback x')"
     )
-    result = subprocess.run([sys.executable, "-c", LAUNCHER, child, str(tmp_path / "run.log"), MARKER],
-                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, child, str(tmp_path / "run.log"), MARKER],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.stdout == "step 1\n"
     assert (tmp_path / "run.log").read_text().splitlines()[2:] == [
         "step 1",
@@ -111,10 +124,24 @@ def test_an_injected_oom_is_one_line_and_exit_5(checkout: Path, tmp_path: Path):
     output_dir = tmp_path / "out"
     env = run_env(PYTHONPATH=str(tmp_path / "site"), ARPO_TEST_OOM_RANK="1")
     result = subprocess.run(
-        [sys.executable, "-m", "arpo_train_sft.cli", "train", str(conf), "max_steps=4", "logging_steps=1",
-         "cutoff_len=256", f"output_dir={output_dir}", "--skip-preflight"],
-        cwd=checkout, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "arpo_train_sft.cli",
+            "train",
+            str(conf),
+            "max_steps=4",
+            "logging_steps=1",
+            "cutoff_len=256",
+            f"output_dir={output_dir}",
+            "--skip-preflight",
+        ],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == EXIT_OOM, result.stdout[-3000:] + result.stderr[-3000:]
     console = result.stdout + result.stderr
     lines = [line for line in console.splitlines() if "ran out of GPU memory" in line]

@@ -19,8 +19,25 @@ from arpo_train_sft.train.topology import free_port
 from ..conftest import REPO, run_env
 
 # The check names the table must show for the CPU demo, in table order.
-DEMO_CHECKS = ["keys", "values", "template", "llamafactory", "deepspeed schema", "versions", "gpus", "memory", "topology",
-               "ddp_timeout", "model", "dataset", "deepspeed", "output_dir", "disk", "resume", "ARPO run"]  # fmt: skip
+DEMO_CHECKS = [
+    "keys",
+    "values",
+    "template",
+    "llamafactory",
+    "deepspeed schema",
+    "versions",
+    "gpus",
+    "memory",
+    "topology",
+    "ddp_timeout",
+    "model",
+    "dataset",
+    "deepspeed",
+    "output_dir",
+    "disk",
+    "resume",
+    "ARPO run",
+]
 
 
 @pytest.fixture
@@ -167,8 +184,15 @@ def test_json_rows_and_failures(capsys):
     assert [row["check"] for row in json.loads(capsys.readouterr().out)] == ["keys", "values"]
 
 
-ARPO = {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 2, "learning_rate": 7.0e-6,
-        "num_train_epochs": 3.0, "cutoff_len": 15000, "template": "qwen", "average_tokens_across_devices": False}  # fmt: skip
+ARPO = {
+    "per_device_train_batch_size": 1,
+    "gradient_accumulation_steps": 2,
+    "learning_rate": 7.0e-6,
+    "num_train_epochs": 3.0,
+    "cutoff_len": 15000,
+    "template": "qwen",
+    "average_tokens_across_devices": False,
+}
 
 
 def test_arpo_values_raise_no_warning():
@@ -219,9 +243,11 @@ def test_guardrails_warn_but_do_not_fail(in_checkout: Path, monkeypatch: pytest.
     rows = check_reproduction(make_plan(args))
     assert {row.status for row in rows} == {WARN}
     assert [row.found for row in rows] == [
-        "learning_rate 5e-06", "num_train_epochs 5.0", "enable_liger_kernel true: Liger's fused linear + "
-        "cross-entropy loss", "template qwen_mask_results: masking on"
-    ]  # fmt: skip
+        "learning_rate 5e-06",
+        "num_train_epochs 5.0",
+        "enable_liger_kernel true: Liger's fused linear + cross-entropy loss",
+        "template qwen_mask_results: masking on",
+    ]
 
 
 _EVERY_YAML = """
@@ -246,8 +272,14 @@ print("VERDICTS " + json.dumps(verdicts))
 
 def test_every_shipped_yaml_passes_llamafactorys_own_parser():
     # One process for all of them (the import is the slow part), set up as one torchrun rank, like preflight.
-    env = run_env(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                  MASTER_PORT=str(free_port()))  # fmt: skip
+    env = run_env(
+        WORLD_SIZE="1",
+        RANK="0",
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(free_port()),
+    )
     result = subprocess.run(
         [sys.executable, "-c", _EVERY_YAML], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
     )
@@ -325,14 +357,24 @@ def test_logging_backend_and_kernels_are_version_checked():
     rows = check_versions(plan_for({"report_to": ["wandb", "tensorboard"], "enable_liger_kernel": True}))
     found = " | ".join(row.found for row in rows)
     assert "torch " in found and "transformers 5.5.4" in found and "llamafactory 0.9.5" in found
-    for name, why in (("wandb", "report_to: wandb"), ("tensorboard", "report_to: tensorboard"),
-                      ("liger-kernel", "enable_liger_kernel: true")):  # fmt: skip
+    for name, why in (
+        ("wandb", "report_to: wandb"),
+        ("tensorboard", "report_to: tensorboard"),
+        ("liger-kernel", "enable_liger_kernel: true"),
+    ):
         row = next(row for row in rows if row.found.startswith(f"{name} "))
         assert row.status == OK or row.found == f"{name} is not installed ({why})"
 
 
-QWEN7B = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-          "intermediate_size": 18944, "vocab_size": 152064, "tie_word_embeddings": False}  # fmt: skip
+QWEN7B = {
+    "hidden_size": 3584,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "intermediate_size": 18944,
+    "vocab_size": 152064,
+    "tie_word_embeddings": False,
+}
 
 
 def test_disk_size_counts_the_published_qwen_7b_parameters(tmp_path: Path):
@@ -349,8 +391,13 @@ def test_disk_counts_the_checkpoints_kept(tmp_path: Path):
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps(QWEN7B))
-    values = {"model_name_or_path": str(tmp_path / "model"), "output_dir": str(tmp_path / "out"),
-              "max_steps": 300, "save_steps": 100, "save_total_limit": 2}  # fmt: skip
+    values = {
+        "model_name_or_path": str(tmp_path / "model"),
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 300,
+        "save_steps": 100,
+        "save_total_limit": 2,
+    }
     rows = {row.check: row for row in check_output_dir(plan_for(values))}
     need = 7.615e9 * (2 * 16 + 2)
     assert "2 checkpoint(s) x 121.8 GB" in rows["disk"].found
@@ -384,14 +431,26 @@ def test_memory_row_is_the_estimate_for_the_planned_gpus(tmp_path: Path, monkeyp
     from arpo_train_sft.train.preflight.memory import check_memory
     from arpo_train_sft.train.preflight.rows import SKIP, Gpu
 
-    plan = plan_for({"model_name_or_path": "Qwen/Qwen2.5-7B-Instruct", "cutoff_len": 15000, "bf16": True,
-                     "per_device_train_batch_size": 1, "deepspeed": str(REPO / "examples/deepspeed/ds_z3_config.json"),
-                     "enable_liger_kernel": True})  # fmt: skip
+    plan = plan_for(
+        {
+            "model_name_or_path": "Qwen/Qwen2.5-7B-Instruct",
+            "cutoff_len": 15000,
+            "bf16": True,
+            "per_device_train_batch_size": 1,
+            "deepspeed": str(REPO / "examples/deepspeed/ds_z3_config.json"),
+            "enable_liger_kernel": True,
+        }
+    )
     assert check_memory(replace(plan, gpus=[]))[0].status == SKIP
     fits = check_memory(replace(plan, gpus=[Gpu("H100", 80.0)] * 8))[0]
     assert fits.status == OK and "ZeRO-3" in fits.found and "8 GPUs" in fits.found
-    small = check_memory(replace(plan, gpus=[Gpu("T4", 16.0)] * 8, cfg=replace(plan.cfg, values={
-        **plan.cfg.values, "enable_liger_kernel": False})))[0]  # fmt: skip
+    small = check_memory(
+        replace(
+            plan,
+            gpus=[Gpu("T4", 16.0)] * 8,
+            cfg=replace(plan.cfg, values={**plan.cfg.values, "enable_liger_kernel": False}),
+        )
+    )[0]
     assert small.status == FAIL and "does not fit" in small.found and small.fix
 
 
@@ -402,8 +461,12 @@ def test_a_check_child_that_crashes_is_one_failed_row_and_the_rest_say_why_they_
     monkeypatch.setattr(arguments.sys, "executable", "/bin/false")  # exits 1 and prints nothing
     rows = arguments.check_config(plan_for({"template": "qwen", "cutoff_len": 0}))
     assert [(row.check, row.status) for row in rows] == [
-        ("keys", SKIP), ("values", FAIL), ("template", SKIP), ("llamafactory", FAIL), ("deepspeed schema", SKIP)
-    ]  # fmt: skip
+        ("keys", SKIP),
+        ("values", FAIL),
+        ("template", SKIP),
+        ("llamafactory", FAIL),
+        ("deepspeed schema", SKIP),
+    ]
     assert rows[1].found == "cutoff_len: 0 must be at least 1"  # our own range check still has its verdict
     assert rows[3].found == "the check itself crashed (exit 1): no output"
 

@@ -31,8 +31,16 @@ CALIBRATION = re.compile(
 
 
 def train(checkout: Path, output_dir: Path, max_steps: int) -> subprocess.CompletedProcess:
-    command = ["bash", "sft_train.sh", "yaml/demo_cpu.yaml", f"max_steps={max_steps}", "save_steps=2",
-               "logging_steps=1", f"cutoff_len={CUTOFF}", f"output_dir={output_dir}"]  # fmt: skip
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        f"max_steps={max_steps}",
+        "save_steps=2",
+        "logging_steps=1",
+        f"cutoff_len={CUTOFF}",
+        f"output_dir={output_dir}",
+    ]
     result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result

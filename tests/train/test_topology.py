@@ -56,9 +56,19 @@ def test_c10d_rendezvous_from_the_environment():
     topo = topology_from_env(env, gpus=8)
     assert topo.elastic and not topo.first_node
     assert topo.torchrun_args() == [
-        "--nnodes", "2:4", "--nproc_per_node", "8", "--rdzv_backend", "c10d",
-        "--rdzv_endpoint", "head:29400", "--rdzv_id", "job7", "--rdzv_conf", "join_timeout=600",
-    ]  # fmt: skip
+        "--nnodes",
+        "2:4",
+        "--nproc_per_node",
+        "8",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        "head:29400",
+        "--rdzv_id",
+        "job7",
+        "--rdzv_conf",
+        "join_timeout=600",
+    ]
     assert topo.store_address == ("head", 29400)
     assert topo.log_name == f"training.{socket.gethostname()}.log"
     # NNODES alone is a fixed size; SLURM's job id stands in for RDZV_ID.

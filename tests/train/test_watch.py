@@ -18,8 +18,9 @@ from arpo_train_sft.train.watch import _PREFIX, Watch, beat
 @pytest.fixture
 def server():
     port = free_port()
-    store = TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False,
-                     timeout=datetime.timedelta(seconds=5))  # fmt: skip
+    store = TCPStore(
+        "127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(seconds=5)
+    )
     yield store, port
 
 
@@ -59,8 +60,14 @@ def test_a_node_that_stops_beating_is_named(server, torchrun):
 def test_nodes_that_beat_are_left_alone_until_torchrun_ends(server, torchrun):
     _, port = server
     results = []
-    beaters = [threading.Thread(target=lambda n=n: results.append(
-        beat("127.0.0.1", port, f"node {n}", timeout=2, torchrun_pid=torchrun.pid, interval=0.3))) for n in (0, 1)]  # fmt: skip
+    beaters = [
+        threading.Thread(
+            target=lambda n=n: results.append(
+                beat("127.0.0.1", port, f"node {n}", timeout=2, torchrun_pid=torchrun.pid, interval=0.3)
+            )
+        )
+        for n in (0, 1)
+    ]
     for thread in beaters:
         thread.start()
     time.sleep(4)  # twice the timeout: both beat, nobody is called silent
@@ -75,15 +82,20 @@ def test_a_store_that_goes_away_is_named(torchrun):
     port = free_port()
     host = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])  # node 0, hosting the store
     result = []
-    thread = threading.Thread(target=lambda: result.append(
-        beat("127.0.0.1", port, "node 1", timeout=2, torchrun_pid=torchrun.pid, interval=0.3)))  # fmt: skip
+    thread = threading.Thread(
+        target=lambda: result.append(
+            beat("127.0.0.1", port, "node 1", timeout=2, torchrun_pid=torchrun.pid, interval=0.3)
+        )
+    )
     thread.start()
     time.sleep(4)
     host.kill()  # node 0 died, and its store with it
     host.wait()
     thread.join(timeout=30)
-    assert result == [f"the job's store at 127.0.0.1:{port} has not answered for 2 s: the node that hosts it "
-                      "(node 0) died or this node lost the network"]  # fmt: skip
+    assert result == [
+        f"the job's store at 127.0.0.1:{port} has not answered for 2 s: the node that hosts it "
+        "(node 0) died or this node lost the network"
+    ]
 
 
 def test_the_watch_child_kills_this_nodes_torchrun_when_a_node_is_lost(server, torchrun):

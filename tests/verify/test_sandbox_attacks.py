@@ -73,8 +73,19 @@ def test_root_only_files_and_the_callers_token_stay_unreadable(tmp_path: Path) -
 def test_the_root_holds_only_the_interpreter_and_system_libraries_read_only() -> None:
     code = "import os, sys\nprint(sorted(os.listdir('/')))\nopen(os.path.join(sys.prefix, 'planted'), 'w')"
     result = run_python(code)
-    assert set(ast.literal_eval(result.stdout)) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "sbin", "tmp",
-                                        "usr", *(p.split("/")[1] for p in visible_paths())}  # fmt: skip
+    assert set(ast.literal_eval(result.stdout)) <= {
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "sbin",
+        "tmp",
+        "usr",
+        *(p.split("/")[1] for p in visible_paths()),
+    }
     assert "proc" not in result.stdout and "home" not in result.stdout
     assert "Read-only file system" in result.stderr and not Path(sys.prefix, "planted").exists()
     assert Path(sys.base_prefix).resolve().as_posix() in visible_paths()

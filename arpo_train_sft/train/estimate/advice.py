@@ -80,8 +80,14 @@ def _more_gpus(s: Setup, gpus: int) -> list[Option]:
 
 
 KINDS: tuple[Callable[[Setup, int], list[Option]], ...] = (
-    _liger, _micro_batch, _checkpointing, _zero3, _offload, _cutoff, _more_gpus,
-)  # fmt: skip
+    _liger,
+    _micro_batch,
+    _checkpointing,
+    _zero3,
+    _offload,
+    _cutoff,
+    _more_gpus,
+)
 
 
 def advise(s: Setup, gpus: int, gpu_mem_gib: float) -> list[str]:

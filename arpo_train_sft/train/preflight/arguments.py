@@ -64,8 +64,13 @@ def check_config(plan: Plan) -> list[Row]:
     result = _ask_child(plan, {**request, "imports": installed_gpu_packages(values)})
     if isinstance(result, Row):  # the child crashed or hung: only our own range checks have a verdict
         skipped = "not run: LLaMA-Factory's check did not answer (see llamafactory)"
-        return [Row("keys", SKIP, skipped), *_rows("values", ranges, where, "ranges ok; types not checked"),
-                Row("template", SKIP, skipped), result, Row("deepspeed schema", SKIP, skipped)]  # fmt: skip
+        return [
+            Row("keys", SKIP, skipped),
+            *_rows("values", ranges, where, "ranges ok; types not checked"),
+            Row("template", SKIP, skipped),
+            result,
+            Row("deepspeed schema", SKIP, skipped),
+        ]
     plan.child.update(result)
     rows = _rows("keys", result["keys"], where, f"{len(values)} keys, all LLaMA-Factory's")
     rows += _rows("values", result["types"] + ranges, where, "types and ranges ok")
@@ -129,8 +134,12 @@ def _ask_child(plan: Plan, request: dict[str, Any]) -> dict[str, Any] | Row:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "arpo_train_sft.train.preflight.child"],
-            input=json.dumps(request), env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
-        )  # fmt: skip
+            input=json.dumps(request),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         found = f"LLaMA-Factory's parser did not answer in {CHILD_TIMEOUT_S} s"
         return Row("llamafactory", FAIL, found, "run `arpo-sft preflight` again; report it if it persists")

@@ -13,8 +13,12 @@ from .rows import FAIL, OK, SKIP, WARN, Gpu, Plan, Row
 
 DISTRIBUTION = "arpo-train-sft"
 # torch is pinned by LLaMA-Factory, not by us: its requirement is the one that counts.
-_CORE = {"llamafactory": DISTRIBUTION, "transformers": DISTRIBUTION, "deepspeed": DISTRIBUTION,
-         "torch": "llamafactory"}  # fmt: skip
+_CORE = {
+    "llamafactory": DISTRIBUTION,
+    "transformers": DISTRIBUTION,
+    "deepspeed": DISTRIBUTION,
+    "torch": "llamafactory",
+}
 _LOGGERS = {"wandb": "wandb", "tensorboard": "tensorboard"}
 # Ampere (8.0) is the first generation with bf16 tensor cores and FlashAttention-2 kernels.
 MIN_CAPABILITY = (8, 0)
@@ -130,9 +134,15 @@ def check_gpus(plan: Plan) -> list[Row]:
     needs = cfg.gpu_only_settings()
     if not gpus:
         if needs:
-            return [Row("gpus", FAIL, f"this config needs GPUs ({', '.join(needs)}) but no CUDA device is visible",
-                        "run it on a GPU node, or try the CPU demo `bash sft_train.sh yaml/demo_cpu.yaml`",
-                        plan.where)]  # fmt: skip
+            return [
+                Row(
+                    "gpus",
+                    FAIL,
+                    f"this config needs GPUs ({', '.join(needs)}) but no CUDA device is visible",
+                    "run it on a GPU node, or try the CPU demo `bash sft_train.sh yaml/demo_cpu.yaml`",
+                    plan.where,
+                )
+            ]
         return [Row("gpus", OK, f"no GPU: {CPU_RANKS} CPU ranks (gloo)")]
     source = "declared" if plan.declared else "visible"
     rows = [Row("gpus", OK, f"{len(gpus)} {source}: {gpus[0].name}, {gpus[0].mem_gib:.1f} GiB each")]
@@ -143,8 +153,14 @@ def check_gpus(plan: Plan) -> list[Row]:
     except UserError:
         requested = 0  # the topology row names what is wrong with it
     if requested > len(gpus):
-        rows = [Row("gpus", FAIL, f"NPROC_PER_NODE={requested} but {len(gpus)} GPUs are {source}",
-                    f"set NPROC_PER_NODE to {len(gpus)} or less (or unset it)")]  # fmt: skip
+        rows = [
+            Row(
+                "gpus",
+                FAIL,
+                f"NPROC_PER_NODE={requested} but {len(gpus)} GPUs are {source}",
+                f"set NPROC_PER_NODE to {len(gpus)} or less (or unset it)",
+            )
+        ]
     capability = min((gpu.capability for gpu in gpus if gpu.capability), default=None)
     for key, wanted, fix in (
         ("bf16", bool(cfg.values.get("bf16")), "set bf16: false and fp16: true"),
@@ -181,15 +197,25 @@ def check_topology(plan: Plan) -> list[Row]:
         rows = [Row("topology", FAIL, problem, "fix the environment variable") for problem in err.problems]
     else:
         if topo.elastic:
-            found = (f"c10d rendezvous {topo.rdzv_id} at {topo.rdzv_endpoint}, {topo.min_nnodes or topo.nnodes}"
-                     f"-{topo.nnodes} node(s) x {topo.nproc_per_node} ranks")  # fmt: skip
+            found = (
+                f"c10d rendezvous {topo.rdzv_id} at {topo.rdzv_endpoint}, {topo.min_nnodes or topo.nnodes}"
+                f"-{topo.nnodes} node(s) x {topo.nproc_per_node} ranks"
+            )
         else:
-            found = (f"{topo.nnodes} node(s) x {topo.nproc_per_node} ranks, this is node {topo.node_rank}, "
-                     f"master {topo.master_addr}:{topo.master_port}")  # fmt: skip
+            found = (
+                f"{topo.nnodes} node(s) x {topo.nproc_per_node} ranks, this is node {topo.node_rank}, "
+                f"master {topo.master_addr}:{topo.master_port}"
+            )
         rows = [Row("topology", OK, found)]
         if topo.first_node and plan.env.get("MASTER_PORT") and _port_in_use(topo.master_port):
-            rows.append(Row("topology", FAIL, f"MASTER_PORT={topo.master_port} is already in use on this node",
-                            "pick a free port (or unset MASTER_PORT on a single node)"))  # fmt: skip
+            rows.append(
+                Row(
+                    "topology",
+                    FAIL,
+                    f"MASTER_PORT={topo.master_port} is already in use on this node",
+                    "pick a free port (or unset MASTER_PORT on a single node)",
+                )
+            )
     timeout = plan.cfg.values.get("ddp_timeout", 1800)
     if not isinstance(timeout, int) or isinstance(timeout, bool):
         return rows  # the values row names the type problem
@@ -197,8 +223,15 @@ def check_topology(plan: Plan) -> list[Row]:
         fix = f"set it in seconds, e.g. 1800 ({SECONDS.describe()})"
         rows.append(Row("ddp_timeout", FAIL, f"ddp_timeout: {timeout} s", fix, plan.where))
     elif timeout < MIN_DDP_TIMEOUT_S:
-        rows.append(Row("ddp_timeout", WARN, f"ddp_timeout: {timeout} s: ranks waiting on rank 0's tokenizing "
-                        "time out", f"set it to {MIN_DDP_TIMEOUT_S} or more", plan.where))  # fmt: skip
+        rows.append(
+            Row(
+                "ddp_timeout",
+                WARN,
+                f"ddp_timeout: {timeout} s: ranks waiting on rank 0's tokenizing time out",
+                f"set it to {MIN_DDP_TIMEOUT_S} or more",
+                plan.where,
+            )
+        )
     else:
         rows.append(Row("ddp_timeout", OK, f"{timeout} s"))
     return rows

@@ -49,18 +49,38 @@ def check_model(plan: Plan) -> list[Row]:
         ):
             missing.append("tokenizer files (tokenizer_config.json + tokenizer.json or vocab.json)")
         if missing:
-            return [Row("model", FAIL, f"model_name_or_path {path} has no {' and no '.join(missing)}",
-                        "point it at a complete model directory (as `hf download` writes it)", where)]  # fmt: skip
+            return [
+                Row(
+                    "model",
+                    FAIL,
+                    f"model_name_or_path {path} has no {' and no '.join(missing)}",
+                    "point it at a complete model directory (as `hf download` writes it)",
+                    where,
+                )
+            ]
         return [Row("model", OK, f"{path}: config.json and tokenizer present")]
     if _HUB_ID.match(name) and not name.startswith(("./", "../")) and not path.parent.is_dir():
         from ..shapes import cached_hub_config
 
         if cached_hub_config(name) is not None:
             return [Row("model", OK, f"hub id {name}, in the local cache")]
-        return [Row("model", WARN, f"hub id {name} is not in the local cache: rank 0 downloads it at start",
-                    f"download it first: `hf download {name}`")]  # fmt: skip
-    return [Row("model", FAIL, f"model_name_or_path {path} not found",
-                f"download it (`hf download Qwen/Qwen2.5-7B-Instruct --local-dir {path}`) or use a hub id", where)]  # fmt: skip
+        return [
+            Row(
+                "model",
+                WARN,
+                f"hub id {name} is not in the local cache: rank 0 downloads it at start",
+                f"download it first: `hf download {name}`",
+            )
+        ]
+    return [
+        Row(
+            "model",
+            FAIL,
+            f"model_name_or_path {path} not found",
+            f"download it (`hf download Qwen/Qwen2.5-7B-Instruct --local-dir {path}`) or use a hub id",
+            where,
+        )
+    ]
 
 
 def dataset_files(cfg: RunConfig) -> list[Path]:
@@ -130,8 +150,15 @@ def check_deepspeed_file(plan: Plan) -> list[Row]:
         return [Row("deepspeed", OK, "none: plain DDP")]
     path = Path(str(value))
     if not path.is_file():
-        return [Row("deepspeed", FAIL, f"deepspeed config {path} not found",
-                    "use one of examples/deepspeed/*.json", plan.where)]  # fmt: skip
+        return [
+            Row(
+                "deepspeed",
+                FAIL,
+                f"deepspeed config {path} not found",
+                "use one of examples/deepspeed/*.json",
+                plan.where,
+            )
+        ]
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as err:
@@ -203,8 +230,15 @@ def check_output_dir(plan: Plan) -> list[Row]:
         ]
     base = _existing_parent(out)
     if not os.access(base, os.W_OK):
-        return [Row("output_dir", FAIL, f"output_dir {out}: {base} is not writable", "choose a writable path",
-                    plan.where)]  # fmt: skip
+        return [
+            Row(
+                "output_dir",
+                FAIL,
+                f"output_dir {out}: {base} is not writable",
+                "choose a writable path",
+                plan.where,
+            )
+        ]
     rows = [Row("output_dir", OK, f"{out}: writable")]
     free = shutil.disk_usage(base).free
     if is_demo_model(plan.cfg):
@@ -220,8 +254,10 @@ def check_output_dir(plan: Plan) -> list[Row]:
         rows.append(Row("disk", WARN, f"{free / 1e9:.0f} GB free; {what} unknown", "check the space by hand"))
     else:
         need = params * (kept * CHECKPOINT_BYTES_PER_PARAM + FINAL_MODEL_BYTES_PER_PARAM)
-        found = (f"need ~{need / 1e9:.1f} GB ({kept} checkpoint(s) x {params * CHECKPOINT_BYTES_PER_PARAM / 1e9:.1f} "
-                 f"GB + final model; {params / 1e9:.2f}B params from {source}), {free / 1e9:.0f} GB free")  # fmt: skip
+        found = (
+            f"need ~{need / 1e9:.1f} GB ({kept} checkpoint(s) x {params * CHECKPOINT_BYTES_PER_PARAM / 1e9:.1f} "
+            f"GB + final model; {params / 1e9:.2f}B params from {source}), {free / 1e9:.0f} GB free"
+        )
         fix = "free space, or set save_total_limit (e.g. 2) / a larger save_steps"
         rows.append(Row("disk", OK, found) if need <= free else Row("disk", FAIL, found, fix, plan.where))
     return rows + [resume_row(plan)]

@@ -21,10 +21,12 @@ def departures(values: dict, world_size: int) -> list[tuple[str, str]]:
     if isinstance(per_device, int) and isinstance(accumulation, int):
         batch = per_device * accumulation * world_size
         if batch != ARPO_GLOBAL_BATCH:
-            found.append((
-                f"global batch {batch} = {per_device} per device x {accumulation} accumulation x {world_size} ranks",
-                f"ARPO used {ARPO_GLOBAL_BATCH}; another batch changes the number and size of steps, so the fit",
-            ))  # fmt: skip
+            found.append(
+                (
+                    f"global batch {batch} = {per_device} per device x {accumulation} accumulation x {world_size} ranks",
+                    f"ARPO used {ARPO_GLOBAL_BATCH}; another batch changes the number and size of steps, so the fit",
+                )
+            )
     lr = values.get("learning_rate", 5e-5)
     if lr != ARPO_LEARNING_RATE:
         found.append((f"learning_rate {lr}", f"ARPO used {ARPO_LEARNING_RATE:g}"))
