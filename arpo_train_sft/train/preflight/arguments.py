@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
+from ...config import RunConfig
 from ..launch import own_bin_first
 from ..topology import free_port
 from ..values import config_problems
-from .child import RESULT_MARK
+from . import server
 from .environment import installed_gpu_packages
 from .rows import FAIL, OK, SKIP, Plan, Row
 
@@ -124,7 +121,12 @@ def child_values(plan: Plan) -> tuple[dict[str, Any], list[str]]:
 
 
 def _ask_child(plan: Plan, request: dict[str, Any]) -> dict[str, Any] | Row:
-    """Run train/preflight/child.py as one torchrun rank would; its result, or the row saying it failed."""
+    """Ask train/preflight/child.py as one torchrun rank would; its result, or the row saying it failed.
+
+    Where no GPU is visible the child serves every preflight of this process, each in a fork (server.py).
+    """
+    from .environment import detect_gpus
+
     env = {
         **own_bin_first(plan.env),
         **_ONE_RANK,
@@ -132,24 +134,10 @@ def _ask_child(plan: Plan, request: dict[str, Any]) -> dict[str, Any] | Row:
         "MASTER_PORT": str(free_port()),
     }
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "arpo_train_sft.train.preflight.child"],
-            input=json.dumps(request),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        found = f"LLaMA-Factory's parser did not answer in {CHILD_TIMEOUT_S} s"
-        return Row("llamafactory", FAIL, found, "run `arpo-sft preflight` again; report it if it persists")
-    marked = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
-    if not marked:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return Row(
-            "llamafactory", FAIL, f"the check itself crashed (exit {proc.returncode}): {tail}", "report it"
-        )
-    return json.loads(marked[-1][len(RESULT_MARK) :])
+        return server.ask(env, request, CHILD_TIMEOUT_S, fork=not detect_gpus())
+    except server.NoAnswer as err:
+        fix = "run `arpo-sft preflight` again; report it if it persists"
+        return Row("llamafactory", FAIL, str(err), fix if "did not answer" in str(err) else "report it")
 
 
 def _parser_rows(result: dict[str, Any], adjusted: list[str], deepspeed: Any, where: str) -> list[Row]:

@@ -2,7 +2,8 @@
 
 `get_train_args` sets up devices while it builds TrainingArguments (a CUDA context on GPU 0, and under
 DeepSpeed a process group); in the launcher that would stay alive for the whole run. So the parent starts
-this module with the environment of a one-rank torchrun job, reads one result line, and the process ends.
+this module with the environment of a one-rank torchrun job and reads one result line per request; each
+request is answered in a fresh process (server.py says how).
 The key, type and template checks run here too, so that the launcher never imports the stack itself:
 importing it once costs seconds of CPU, and this process pays that anyway.
 """
@@ -15,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULT_MARK = "ARPO_PREFLIGHT_RESULT "
 # The module whose import loads each GPU package's compiled part: flash-attn's CUDA extension
 # (flash_attn_2_cuda, imported by its interface module) and the Liger patches LLaMA-Factory applies. A wheel
 # built against another torch passes a metadata check and fails here, instead of at model load on every rank.
@@ -124,9 +124,8 @@ def import_problems(packages: list[str]) -> dict[str, str | None]:
     return found
 
 
-def main() -> None:
-    """Read {"values", "parse": values or null, "deepspeed": path or null, "imports": [package, ...]} on
-    stdin; print one result line.
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    """The answer to {"values", "parse": values or null, "deepspeed": path or null, "imports": [package, ...]}.
 
     Keys and types are judged on `values` as written; `parse` (the values as the launch will pass them)
     goes through LLaMA-Factory's parser and `deepspeed` through DeepSpeed's schema only when the parent
@@ -136,7 +135,6 @@ def main() -> None:
 
     from ...lf import args
 
-    request = json.loads(sys.stdin.read())
     values = request["values"]
     result: dict[str, Any] = {
         "torch": torch.__version__,
@@ -161,7 +159,29 @@ def main() -> None:
             if parsed is not None and not result["deepspeed"]:
                 job = request.get("job", {})
                 result["deepspeed"] = deepspeed_mismatches(path, parsed, job.get("world_size", 1), job)
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    return result
+
+
+def _import_the_stack() -> None:
+    """What every answer imports, loaded once before the first fork."""
+    import deepspeed  # noqa: F401
+    import pydantic  # noqa: F401
+    import torch  # noqa: F401
+    from transformers.integrations import deepspeed as hf_deepspeed  # noqa: F401
+
+    from ...lf import args
+
+    args.template_names()
+
+
+def main() -> None:
+    """`--serve`: answer request lines until EOF, each in a fork; else answer the one request on stdin."""
+    from . import server
+
+    if server.SERVE_FLAG in sys.argv[1:]:
+        server.serve(answer, _import_the_stack)
+    else:
+        server.answer_once(answer)
 
 
 if __name__ == "__main__":
