@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,17 +16,31 @@ from arpo_train_sft.cli import make_parser
 HEAVY = ("torch", "transformers", "llamafactory", "deepspeed", "datasets")
 
 
-def subcommand_parsers(parser=None, prefix=()):
-    """Every leaf subcommand parser, with its command path."""
-    import argparse
-
+def subcommand_parsers(
+    parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser, str | None]]:
+    """Every subcommand parser below `parser` (groups such as `data` too), with its path and listed help."""
     parser = parser or make_parser()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            listed = {choice.dest: choice.help for choice in action._choices_actions}
             for name, child in action.choices.items():
+                yield (*prefix, name), child, listed.get(name)
                 yield from subcommand_parsers(child, (*prefix, name))
-            return
-    yield prefix, parser
+
+
+def example_commands(epilog: str | None) -> list[list[str]]:
+    """The argv of every `arpo-sft ...` example in an epilog, without env assignments or trailing notes."""
+    commands = []
+    for line in (epilog or "").splitlines():
+        for part in line.split("&&"):
+            # A note follows the command after two or more spaces.
+            words = shlex.split(re.split(r"\s{2,}", part.strip())[0])
+            while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                words.pop(0)
+            if words[:1] == ["arpo-sft"]:
+                commands.append(words[1:])
+    return commands
 
 
 def test_help_imports_nothing_heavy():
@@ -36,19 +54,35 @@ def test_help_imports_nothing_heavy():
     assert out.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("path_and_parser", list(subcommand_parsers()), ids=lambda p: " ".join(p[0]))
-def test_every_subcommand_has_help_and_an_example(path_and_parser):
-    path, parser = path_and_parser
-    text = parser.format_help()
-    assert parser.description or parser.format_usage()
-    assert "example" in text, f"arpo-sft {' '.join(path)} --help shows no example"
-    assert f"arpo-sft {' '.join(path)}" in text
+@pytest.mark.parametrize("found", list(subcommand_parsers()), ids=lambda found: " ".join(found[0]))
+def test_every_subcommand_has_help_and_an_example(found):
+    path, parser, listed_help = found
+    command = " ".join(path)
+    assert listed_help and listed_help.strip(), f"arpo-sft {command} has no help line in its parent's listing"
+    examples = [argv for argv in example_commands(parser.epilog) if argv[: len(path)] == list(path)]
+    assert examples, f"arpo-sft {command} --help shows no example of arpo-sft {command}"
+    for argv in examples:
+        try:
+            make_parser().parse_args(argv)
+        except SystemExit as done:
+            pytest.fail(f"the example `arpo-sft {shlex.join(argv)}` does not parse (exit {done.code})")
 
 
-def test_top_level_help_lists_the_commands(capsys):
+def test_top_level_help_lists_every_command_and_its_examples_parse(capsys):
+    parser = make_parser()
     with pytest.raises(SystemExit) as done:
-        make_parser().parse_args(["--help"])
+        parser.parse_args(["--help"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    for command in ("train", "demo-model", "data"):
-        assert command in out
+    listing = out.split("positional arguments:")[1].split("options:")[0]
+    listed = re.findall(r"^ {4}(\S+)", listing, flags=re.MULTILINE)
+    commands = [path[0] for path, _, _ in subcommand_parsers(parser) if len(path) == 1]
+    assert {"train", "demo-model", "data"} <= set(commands)
+    assert listed == commands
+    examples = example_commands(parser.epilog)
+    assert {argv[0] for argv in examples} >= {"init", "train", "demo-model"}
+    for argv in examples:
+        try:
+            make_parser().parse_args(argv)
+        except SystemExit as failed:
+            pytest.fail(f"the example `arpo-sft {shlex.join(argv)}` does not parse (exit {failed.code})")

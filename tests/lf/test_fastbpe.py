@@ -1,7 +1,8 @@
 """`lf/fastbpe.py`: tiktoken stands in for Qwen2.5's `encode` only where it gives the tokenizer's own ids.
 
-The reference is the tokenizer itself (the real Qwen2.5 BPE, rebuilt offline): every string here is
-encoded both ways. A tokenizer that differs in any way the proof relies on is refused, by name, and keeps
+The reference is the tokenizer itself (the real Qwen2.5 BPE, rebuilt offline), in both tokenizer.json
+layouts that hold it (layouts.py: TikTokenConverter's and the one Qwen2.5 checkpoints ship): every string
+here is encoded both ways. A tokenizer that differs in any way the proof relies on is refused, by name, and keeps
 its own `encode`.
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from arpo_train_sft.lf import fastbpe
 
+from .layouts import BYTE_TOKENS, bpe_parts, published_checkpoint
 from .rows import demo_rows
 
 # Pieces where byte-level BPE implementations part ways if they are going to: added tokens inside text
@@ -103,18 +105,30 @@ def fuzz(count: int, seed: int = 0) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def qwen():
-    from arpo_train_sft.demo.model import build_qwen_tokenizer
+@pytest.fixture(scope="session")
+def converted(qwen_tokenizer):
+    """Qwen2.5's BPE as TikTokenConverter writes it: every split of a token into two tokens is a rule."""
+    return qwen_tokenizer
 
-    return build_qwen_tokenizer()
+
+@pytest.fixture(scope="session")
+def published(converted, tmp_path_factory):
+    """The same ranks in the layout Qwen2.5's checkpoints ship (one rule per token), loaded as they are."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(published_checkpoint(converted, tmp_path_factory.mktemp("qwen2.5")))
 
 
-@pytest.fixture(scope="module")
-def fast():
-    from arpo_train_sft.demo.model import build_qwen_tokenizer
+@pytest.fixture(scope="session", params=["converted", "published"])
+def qwen(request):
+    """The reference tokenizer, in each layout."""
+    return request.getfixturevalue(request.param)
 
-    tokenizer = build_qwen_tokenizer()
+
+@pytest.fixture(scope="session")
+def fast(qwen):
+    """A copy of `qwen` whose encode goes through tiktoken."""
+    tokenizer = pickle.loads(pickle.dumps(qwen))
     assert fastbpe.accelerate(tokenizer) is None
     assert isinstance(tokenizer.encode, fastbpe.FastEncode)
     return tokenizer
@@ -132,6 +146,19 @@ def demo_texts() -> list[str]:
             texts += [message["content"], message["content"] + "<|im_end|>\n"]
         texts.append(row["system"])
     return texts
+
+
+def test_both_layouts_hold_the_same_bpe_under_different_rules(converted, published):
+    layouts = {"converted": converted, "published": published}
+    rules = {name: json.loads(t.backend_tokenizer.to_str())["model"] for name, t in layouts.items()}
+    assert rules["converted"]["vocab"] == rules["published"]["vocab"]
+    merged = [rank for rank in rules["published"]["vocab"].values() if rank >= BYTE_TOKENS]
+    assert len({"".join(rule) for rule in rules["published"]["merges"]}) == len(rules["published"]["merges"])
+    assert len(rules["published"]["merges"]) == len(merged)
+    assert len(rules["converted"]["merges"]) > 1.5 * len(merged)
+    assert not rules["published"]["ignore_merges"] and rules["converted"]["ignore_merges"]
+    texts = demo_texts()[:200] + fuzz(500, seed=2)
+    assert own_ids(published, texts) == own_ids(converted, texts)
 
 
 def test_the_same_ids_as_the_tokenizer_on_the_bundled_data_and_adversarial_strings(qwen, fast):
@@ -186,6 +213,23 @@ def drop_a_merge(spec: dict) -> None:
     spec["model"]["merges"] = [rule for rule in spec["model"]["merges"] if "".join(rule) != token]
 
 
+def another_split(spec: dict) -> None:
+    """Give one token a rule that splits it into two tokens, but not where tiktoken's merging does."""
+    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
+    for at in range(1000, len(merges)):
+        token = "".join(merges[at])
+        splits = [
+            [token[:k], token[k:]] for k in range(1, len(token)) if {token[:k], token[k:]} <= vocab.keys()
+        ]
+        other = [split for split in splits if split != bpe_parts(vocab, token)]
+        if other:
+            first = next(i for i, rule in enumerate(merges) if "".join(rule) == token)
+            kept = [rule for rule in merges if "".join(rule) != token]
+            spec["model"]["merges"] = [*kept[:first], other[0], *kept[first:]]
+            return
+    raise AssertionError("no token with a second split")
+
+
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
@@ -203,6 +247,7 @@ def drop_a_merge(spec: dict) -> None:
         (lambda s: s["model"].update(byte_fallback=True), "model is not plain BPE"),
         (swap_two_merges, "merge rules are not ordered as their results' ids"),
         (drop_a_merge, "a token's merge rule differs from the one tiktoken's merging reaches it by"),
+        (another_split, "a token's merge rule differs from the one tiktoken's merging reaches it by"),
         (
             lambda s: s["added_tokens"][2].update(lstrip=True),
             "added token '<|im_end|>' is normalised or stripped",

@@ -100,14 +100,15 @@ def test_trained_dataset_hides_results_and_trains_all_else_as_qwen(spawned_run, 
     trained = load_from_disk(str(tokenized))["train"]
     tokenizer = AutoTokenizer.from_pretrained(checkout / "models" / "arpo-sft-tiny-qwen2")
     rows = demo_rows()
-    qwen = {tuple(e["input_ids"]): e["labels"] for e in encode(tokenizer, rows, "qwen", cutoff_len=1024)}
-    assert len(trained) == len(rows)
+    # The run tokenized in its own processes (through lf/fastbpe where proven exact); the reference is the
+    # tokenizer's own encode here. Row by row, in order: the same ids, the same attention mask.
+    qwen = encode(tokenizer, rows, "qwen", cutoff_len=1024)
+    assert [list(e["input_ids"]) for e in trained] == [e["input_ids"] for e in qwen]
+    assert [list(e["attention_mask"]) for e in trained] == [e["attention_mask"] for e in qwen]
     hidden = 0
-    for example in trained:
-        ids = list(example["input_ids"])
-        assert tuple(ids) in qwen, "an input_ids row differs from template: qwen's"
-        found = result_tokens(tokenizer, ids, assistant_messages(rows))
-        expected = [IGNORE if i in found.positions else label for i, label in enumerate(qwen[tuple(ids)])]
+    for example, plain in zip(trained, qwen, strict=True):
+        found = result_tokens(tokenizer, plain["input_ids"], assistant_messages(rows))
+        expected = [IGNORE if i in found.positions else label for i, label in enumerate(plain["labels"])]
         assert list(example["labels"]) == expected
-        hidden += sum(label != IGNORE for i, label in enumerate(qwen[tuple(ids)]) if i in found.positions)
+        hidden += sum(plain["labels"][i] != IGNORE for i in found.positions)
     assert hidden > 1000  # 264 of the 300 demo rows carry results
