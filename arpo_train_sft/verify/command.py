@@ -3,122 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
-from ..arpo.prompt import ARPO_SYSTEM_PROMPT
-from ..arpo.tags import boxed_answer, format_problems
 from ..atomic import check_outputs
 from ..checkpoint.export import read_config
-from ..errors import UserError
-from .loop import RESULT_FORMATS, STOP_TAGS, Generate, Limits, ResultFormat, Step, run_loop
-from .report import PromptReport, print_report, summarize, write_json
+from ..errors import EXIT_DATA, UserError
+from .batch import Engine, run_prompts, verify_prompt
+from .loop import RESULT_FORMATS, Limits
+from .prompts import DEFAULT_PROMPTS, MAX_PROMPTS_BYTES, Prompt, read_prompt_rows, read_prompts
+from .report import print_report, summarize, write_json
+from .runs import draw, hf_checkpoint, is_run, plot_path, select_checkpoints, verify_run
 from .sandbox import WEAK_FLAG, isolation_problem, run_python
-from .search import LocalCorpusSearch, SearchBackend
+from .search import LocalCorpusSearch
 
-# prompts files are hand-made lists of questions: 16 MiB is thousands of them.
-MAX_PROMPTS_BYTES = 16 * 2**20
-
-
-@dataclass(frozen=True)
-class Prompt:
-    question: str
-    answer: str | None = None  # the reference, when known
-
-
-DEFAULT_PROMPTS = (
-    Prompt("What is the value of 37 * 43 - 19?", "1572"),
-    Prompt("What is the greatest common divisor of 462 and 1071?", "21"),
-    Prompt("What is the capital of Kenya?", "Nairobi"),
-    Prompt("What is the atomic number of gold?", "79"),
-    Prompt("Which river is longer, the Volga or the Danube?", "Volga"),
-)
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.split())
-
-
-def verify_prompt(
-    prompt: Prompt, generate: Generate, search: SearchBackend, limits: Limits, result_format: ResultFormat
-) -> PromptReport:
-    """Run one question through the loop and score its trajectory."""
-    start = time.monotonic()
-    traj = run_loop(generate, search, limits, result_format)
-    problems = format_problems(traj.text)
-    answer = boxed_answer(traj.text)
-    correct = (
-        None if prompt.answer is None else answer is not None and _squash(answer) == _squash(prompt.answer)
-    )
-    return PromptReport(
-        prompt.question,
-        prompt.answer,
-        traj.text,
-        problems,
-        not problems,
-        answer,
-        correct,
-        traj.calls["python"],
-        traj.calls["search"],
-        sum(traj.refused.values()),
-        traj.repeated,
-        traj.stop,
-        traj.tokens,
-        round(time.monotonic() - start, 3),
-    )
-
-
-def read_prompts(path: Path) -> list[Prompt]:
-    """Prompts from JSONL lines {"question": ..., "answer": optional}; every bad line is reported.
-
-    At most MAX_PROMPTS_BYTES are read (an endless file such as /dev/zero ends at once), and each line goes
-    through the data readers' bounded decode (nesting depth, integer digits).
-    """
-    from ..data.bounds import decode
-
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_PROMPTS_BYTES + 1)
-        lines = raw.decode("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read the prompts ({err}); pass a readable UTF-8 JSONL file") from err
-    if len(raw) > MAX_PROMPTS_BYTES:
-        raise UserError(
-            f"{path}: over {MAX_PROMPTS_BYTES // 2**20} MiB of prompts; split it into smaller files"
-        )
-    prompts, problems = [], []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row, end, limit = decode(line, len(line) - len(line.lstrip()))
-            if limit is None and line[end:].strip():
-                raise json.JSONDecodeError("extra data after the object", line, end)
-        except (json.JSONDecodeError, RecursionError) as err:
-            reason = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
-            problems.append(f"{path}:{number}: not valid JSON ({reason}); fix or delete the line")
-            continue
-        if limit is not None:
-            problems.append(f"{path}:{number}: {limit}")
-            continue
-        question = row.get("question") if isinstance(row, dict) else None
-        answer = row.get("answer") if isinstance(row, dict) else None
-        if not isinstance(question, str) or not question.strip():
-            problems.append(
-                f'{path}:{number}: needs a "question" string: {{"question": "...", "answer": "42"}}'
-            )
-        elif answer is not None and not isinstance(answer, (str, int, float)):
-            problems.append(f'{path}:{number}: "answer" must be a string or a number, or left out')
-        else:
-            prompts.append(Prompt(question, None if answer is None else str(answer)))
-    if not problems and not prompts:
-        problems.append(f'{path}: no prompts; add one {{"question": ...}} object per line')
-    if problems:
-        raise UserError(problems)
-    return prompts
+# Re-exported: tests and other commands import them from here.
+__all__ = ["DEFAULT_PROMPTS", "MAX_PROMPTS_BYTES", "Prompt", "read_prompts", "verify_prompt"]
 
 
 def check_model_dir(path: Path) -> None:
@@ -144,75 +48,84 @@ def check_model_dir(path: Path) -> None:
         raise UserError(problems)
 
 
-def load_generator_factory(path: Path) -> Callable[[str], Generate]:
-    """Load the model and tokenizer once; return question -> greedy generator on its chat-templated prompt."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, StoppingCriteria
+def _engine_kind(requested: str | None) -> str:
+    """--engine as asked; by default vLLM where it is installed and a GPU is present, else transformers."""
+    from .vllm_engine import require_vllm, vllm_available
 
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if not tokenizer.chat_template:
-        raise UserError(
-            f"{path}: the tokenizer has no chat template; copy tokenizer_config.json from the base model"
-        )
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="auto").eval()
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    eos = model.generation_config.eos_token_id or tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+    if requested == "vllm":
+        require_vllm()
+    return requested or ("vllm" if vllm_available() else "hf")
 
-    # transformers' own stop_strings rebuilds a table over the whole 151k-token vocabulary on every generate
-    # call (~1.3 s) and adds ~50 ms a step on CPU; decoding the last few tokens costs microseconds. run_loop
-    # cuts at the first stop tag anyway, so this only saves time.
-    class StopAtTags(StoppingCriteria):
-        """Stop once the text generated since `start` contains a stop tag."""
 
-        def __init__(self, start: int) -> None:
-            self.start = start
+@contextlib.contextmanager
+def _model_engine(kind: str, path: Path) -> Iterator[Engine]:
+    if kind == "vllm":
+        from .vllm_engine import VLLMEngine
 
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
-            tail = tokenizer.decode(input_ids[0, max(self.start, input_ids.shape[1] - 16) :])
-            return torch.full((1,), any(tag in tail for tag in STOP_TAGS), device=input_ids.device)
+        engine = VLLMEngine(path)
+        try:
+            yield engine
+        finally:
+            engine.close()
+    else:
+        from .engine import load_model_dir
 
-    def for_question(question: str) -> Generate:
-        messages = [{"role": "system", "content": ARPO_SYSTEM_PROMPT}, {"role": "user", "content": question}]
-        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        yield load_model_dir(path)
 
-        def generate(text: str, max_new_tokens: int, seconds_left: float) -> Step:
-            # Re-encoding prompt + text each call, as ARPO's completions client does.
-            enc = tokenizer(prompt + text, return_tensors="pt", add_special_tokens=False).to(model.device)
-            start = enc["input_ids"].shape[1]
-            config = GenerationConfig(
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                max_time=seconds_left,
-                eos_token_id=sorted(eos_ids),
-                pad_token_id=pad,
-            )
-            with torch.inference_mode():
-                out = model.generate(**enc, generation_config=config, stopping_criteria=[StopAtTags(start)])
-            new = out[0, start:].tolist()
-            ended = bool(new) and new[-1] in eos_ids
-            return Step(tokenizer.decode(new, skip_special_tokens=True), len(new), ended)
 
-        return generate
+def _read_prompts(path: str | None) -> tuple[list[Prompt], list[str]]:
+    """The prompts, with each bad row on stderr and left out; no good row at all is an error."""
+    if not path:
+        return list(DEFAULT_PROMPTS), []
+    prompts, problems = read_prompt_rows(Path(path))
+    if not prompts:
+        raise UserError(problems)
+    for problem in problems:
+        print(f"arpo-sft: skipped {problem}", file=sys.stderr)
+    return prompts, problems
 
-    return for_question
+
+def _step_line(entry: dict) -> str:
+    if "skipped" in entry:
+        return entry["skipped"]
+    accuracy = f", accuracy {entry['accuracy']:.0%}" if "accuracy" in entry else ""
+    return (
+        f"step {entry['step']}: format {entry['format_compliance']:.0%}, self-written <result> "
+        f"{entry['self_written_result_rate']:.0%}, stopped at a tool {entry['stopped_at_tool_rate']:.0%}, "
+        f"{entry['tool_calls_per_prompt']:.2f} tool calls per prompt{accuracy}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Verify MODEL on the prompts and print (and optionally save) the report."""
+    """Verify MODEL (or every checkpoint of RUN_DIR) on the prompts and print (and optionally save) the report."""
     if min(args.max_new_tokens, args.max_total_tokens, args.time_limit) <= 0:
         raise UserError("--max-new-tokens, --max-total-tokens and --time-limit must be > 0")
     if min(args.max_python_calls, args.max_search_calls) < 0:
         raise UserError("--max-python-calls and --max-search-calls must be >= 0 (0 refuses every call)")
-    model_dir = Path(args.model)
-    check_model_dir(model_dir)
-    if args.report:  # before the model loads: never over the prompts, the corpus or a file of the model
-        inputs = {f"MODEL's {p.name}": p for p in sorted(model_dir.iterdir())}
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: must be >= 1 (1 generates one prompt at a time)")
+    target = Path(args.model)
+    checkpoints = None
+    if target.is_dir() and (is_run(target) or not (target / "config.json").is_file()):
+        checkpoints = select_checkpoints(target, args.steps)  # one line when it holds no checkpoint either
+        read = [target, *checkpoints]
+    elif args.steps:
+        raise UserError(f"--steps: {target} holds no checkpoint-N/ folders; --steps needs a run's output_dir")
+    else:
+        check_model_dir(target)
+        read = [target]
+    outputs = {}
+    if args.report:  # before any model loads: never over the prompts, the corpus or a file of the model
+        outputs["--report"] = Path(args.report)
+        if checkpoints is not None:
+            outputs["the plot"] = plot_path(Path(args.report))
+        label = "MODEL" if checkpoints is None else "RUN_DIR"
+        inputs = {
+            f"{label}'s {p.relative_to(target)}": p for d in read for p in sorted(d.iterdir()) if p.is_file()
+        }
         inputs |= {flag: Path(v) for flag, v in (("--prompts", args.prompts), ("--corpus", args.corpus)) if v}
-        check_outputs(inputs, {"--report": Path(args.report)})
-    prompts = read_prompts(Path(args.prompts)) if args.prompts else list(DEFAULT_PROMPTS)
+        check_outputs(inputs, outputs)
+    prompts, bad_rows = _read_prompts(args.prompts)
     search = LocalCorpusSearch.from_file(Path(args.corpus)) if args.corpus else LocalCorpusSearch.demo()
     limits = Limits(
         max_python_calls=args.max_python_calls,
@@ -223,44 +136,93 @@ def run(args: argparse.Namespace) -> int:
         allow_weak_sandbox=args.allow_weak_sandbox,
     )
     result_format = RESULT_FORMATS[args.result_format]
+    kind = _engine_kind(args.engine)
     probe = run_python("print(1 + 1)", allow_weak=args.allow_weak_sandbox)  # refuses where it cannot isolate
     if probe.mode == "weak":
         print(f"arpo-sft: warning: weak python sandbox ({isolation_problem()}), as {WEAK_FLAG} allows")
     if probe.stdout != "2\n":  # every <python> result would be this failure: say so once, up front
         why = (probe.tool_output() or f"exit status {probe.exit_code}").splitlines()[-1]
         raise UserError(f"the python sandbox cannot run code on this host: {why}")
-    factory = load_generator_factory(model_dir)
-    reports = [verify_prompt(p, factory(p.question), search, limits, result_format) for p in prompts]
-    summary = summarize(reports)
-    print_report(model_dir, reports, summary)
+
+    def evaluate(engine: Engine):
+        size = args.batch_size or engine.default_batch_size(limits)
+        print(f"generating {len(prompts)} prompts with {engine.name}, {size} a batch", flush=True)
+        start = time.monotonic()
+        reports = run_prompts(engine, prompts, search, limits, result_format, size)
+        print(f"generated in {time.monotonic() - start:.1f} s", flush=True)
+        return reports
+
+    settings = {**asdict(limits), "result_format": asdict(result_format)}  # the exact bytes appended
+    settings |= {"sandbox_mode": probe.mode, "corpus": args.corpus or "demo", "engine": kind}
+    settings |= {"batch_size": args.batch_size}  # null: sized to the device, as printed
+    extra = {"skipped_rows": bad_rows} if bad_rows else {}
+    if checkpoints is None:
+        with _model_engine(kind, target) as engine:
+            reports = evaluate(engine)
+        summary = summarize(reports)
+        print_report(target, reports, summary)
+        data = {
+            "model": str(target),
+            "settings": settings,
+            "summary": summary,
+            "prompts": [asdict(r) for r in reports],
+        }
+        failed = False
+    else:
+        opener = hf_checkpoint
+        if kind == "vllm":
+            from .vllm_engine import vllm_for_checkpoint as opener
+        entries = verify_run(checkpoints, opener, evaluate)
+        for entry in entries:
+            print(_step_line(entry))
+        data = {"run": str(target), "settings": settings, "steps": entries}
+        failed = any("skipped" in e for e in entries)
     if args.report:
-        settings = {**asdict(limits), "result_format": asdict(result_format)}  # the exact bytes appended
-        settings |= {"sandbox_mode": probe.mode, "corpus": args.corpus or "demo"}
-        rows = [asdict(r) for r in reports]
-        write_json(
-            Path(args.report),
-            {"model": str(model_dir), "settings": settings, "summary": summary, "prompts": rows},
-        )
+        write_json(Path(args.report), data | extra)
         print(f"report written to {args.report}")
-    return 0
+        if checkpoints is not None and not all("skipped" in e for e in data["steps"]):
+            draw(data["steps"], f"arpo-sft verify {target}", outputs["the plot"])
+            print(f"plot written to {outputs['the plot']}")
+    # Exit 1 once the rest has run, as the data commands do for rows to fix: 2 says nothing was started.
+    return EXIT_DATA if failed or bad_rows else 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add `verify` to the `arpo-sft` command tree."""
     p = subparsers.add_parser(
         "verify",
-        help="run a model through ARPO's tool loop on a few questions; report format compliance and answers",
+        help="run a model, or every checkpoint of a run, through ARPO's tool loop; report format and answers",
         description="Generate greedily with MODEL's own chat template and ARPO's system prompt, as ARPO's\n"
         "inference does: each <python> call runs in a sandbox (see `arpo-sft sandbox run --help`; no\n"
         "network, no host files), each <search> call against a local corpus, and its <result>\n"
         "is appended inline before generation continues. Reports per prompt: format compliance (ARPO's\n"
-        "tag rules), tool calls, the \\boxed{} answer, whether it matches the reference, time taken.",
-        epilog="example:\n  arpo-sft verify checkpoints/qwen2.5-7b-sft --prompts prompts.jsonl --report verify.json\n"
+        "tag rules), tool calls, the \\boxed{} answer, whether it matches the reference, time taken.\n"
+        "Given a run's output_dir, every checkpoint-N/ (or --steps) is consolidated in memory and verified\n"
+        "on the same prompts: one report entry per step, and FILE.png beside --report FILE.json.",
+        epilog="examples:\n  arpo-sft verify exports/qwen2.5-7b-sft --prompts prompts.jsonl --report verify.json\n"
+        "  arpo-sft verify checkpoints/qwen2.5-7b-sft --steps 2000,4000 --report steps.json --batch-size 16\n"
         'prompts.jsonl holds one {"question": "...", "answer": "42"} per line (answer optional).',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = p.add_argument
-    add("model", metavar="MODEL", help="Hugging Face model directory (weights, config.json, tokenizer)")
+    add(
+        "model",
+        metavar="MODEL",
+        help="Hugging Face model directory (weights, config.json, tokenizer), or a run's output_dir holding "
+        "checkpoint-N/ folders (RUN_DIR)",
+    )
+    add("--steps", metavar="N,N", help="RUN_DIR only: the checkpoints to verify (default: every one)")
+    add(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="prompts generated together (default: 16 on CPU; on CUDA from free memory; 256 with vLLM)",
+    )
+    add(
+        "--engine",
+        choices=("hf", "vllm"),
+        help="generator (default: vllm where it is installed and a GPU is present, else hf = transformers)",
+    )
     add("--prompts", metavar="FILE", help="JSONL of questions (default: 5 built-in demo-style questions)")
     for flag, kind, default, what in (
         ("--max-python-calls", int, Limits.max_python_calls, "python calls run per prompt; more are refused"),
@@ -278,7 +240,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "its published numbers; default), rollout = a space, then <result>\\n{output}\\n</result> (ARPO's RL)",
     )
     add("--corpus", metavar="FILE", help='search corpus: *.jsonl with a "text" field, or a passage a line')
-    add("--report", metavar="FILE.json", help="also write the full report, trajectories included, as JSON")
+    add(
+        "--report",
+        metavar="FILE.json",
+        help="also write the full report, trajectories included, as JSON (RUN_DIR: and the plot, FILE.png)",
+    )
     add(
         WEAK_FLAG,
         action="store_true",

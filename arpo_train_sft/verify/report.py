@@ -27,6 +27,12 @@ class PromptReport:
     stop: str
     new_tokens: int
     elapsed_s: float
+    tool_stops: int = 0  # generations that stopped at </python> or </search> (run, refused or repeated)
+    self_written_results: int = 0  # generations whose own text held <result>
+
+
+# The per-checkpoint numbers `verify RUN_DIR` plots against step (accuracy only where references exist).
+METRICS = ("format_compliance", "self_written_result_rate", "stopped_at_tool_rate", "tool_calls_per_prompt")
 
 
 def summarize(reports: list[PromptReport]) -> dict[str, Any]:
@@ -45,7 +51,23 @@ def summarize(reports: list[PromptReport]) -> dict[str, Any]:
         "refused_calls": sum(r.refused_calls for r in reports),
         "repeated_queries": sum(r.repeated_queries for r in reports),
         "elapsed_s": round(sum(r.elapsed_s for r in reports), 3),
+    } | metrics(reports)
+
+
+def metrics(reports: list[PromptReport]) -> dict[str, float]:
+    """Shares of prompts: compliant, that wrote <result> themselves, that stopped at a tool call at least
+    once; tool calls the model made per prompt; accuracy over the prompts with a reference, if any."""
+    n = len(reports) or 1
+    scored = [r for r in reports if r.correct is not None]
+    found = {
+        "format_compliance": sum(r.compliant for r in reports) / n,
+        "self_written_result_rate": sum(r.self_written_results > 0 for r in reports) / n,
+        "stopped_at_tool_rate": sum(r.tool_stops > 0 for r in reports) / n,
+        "tool_calls_per_prompt": sum(r.tool_stops for r in reports) / n,
     }
+    if scored:
+        found["accuracy"] = sum(bool(r.correct) for r in scored) / len(scored)
+    return found
 
 
 def print_report(model: Path, reports: list[PromptReport], summary: dict[str, Any]) -> None:

@@ -79,7 +79,7 @@ class LocalCorpusSearch:
     def demo(cls) -> LocalCorpusSearch:
         """The facts the bundled demo data searches (elements, capitals, rivers, inventions), so verify runs offline."""
         # The demo data's search results are drawn from these snippets, so a demo-trained model finds them.
-        from ..demo.data import SEARCH_SNIPPETS
+        from ..demo.facts import SEARCH_SNIPPETS
 
         return cls(list(SEARCH_SNIPPETS))
 

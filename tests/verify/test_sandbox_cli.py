@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def model_dir(tmp_path: Path) -> Path:
 
 def test_verify_refuses_model_code_without_isolation(model_dir: Path, capsys, monkeypatch) -> None:
     _simulate_no_isolation(monkeypatch)
-    monkeypatch.setattr(command, "load_generator_factory", lambda path: pytest.fail("must not load a model"))
+    monkeypatch.setattr(command, "_model_engine", lambda kind, path: pytest.fail("must not load a model"))
     assert cli.main(["verify", str(model_dir)]) == EXIT_ENVIRONMENT
     assert SIMULATED in capsys.readouterr().err
 
@@ -95,11 +96,20 @@ def test_verify_records_the_sandbox_mode_that_ran(
         _simulate_no_isolation(monkeypatch)
     pieces = ["<think>Count.</think>\n<python>print(6 * 7)</python>", "<answer>\\boxed{42}</answer>"]
 
-    def factory(path: Path):
-        remaining = list(pieces)
-        return lambda question: lambda text, max_new, seconds: Step(remaining.pop(0), 5, False)
+    class Scripted:  # stands in for the model: writes the pieces in turn
+        name = "scripted"
 
-    monkeypatch.setattr(command, "load_generator_factory", factory)
+        def prompt(self, question: str) -> str:
+            return question
+
+        def default_batch_size(self, limits) -> int:
+            return 1
+
+        def generate(self, rows, on_done) -> None:
+            for row in rows:
+                on_done(row.key, Step(pieces.pop(0), 5, False))
+
+    monkeypatch.setattr(command, "_model_engine", lambda kind, path: contextlib.nullcontext(Scripted()))
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"question": "6 * 7?", "answer": "42"}\n')
     report = tmp_path / "verify.json"

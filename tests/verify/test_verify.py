@@ -11,7 +11,6 @@ import pytest
 
 from arpo_train_sft import cli
 from arpo_train_sft.arpo.tags import format_problems
-from arpo_train_sft.demo.model import build_tiny_model
 from arpo_train_sft.errors import UserError
 from arpo_train_sft.verify import command as verify
 from arpo_train_sft.verify.command import Prompt, read_prompts, verify_prompt
@@ -210,11 +209,6 @@ def test_a_model_without_a_tokenizer_exits_2_with_one_line(tmp_path: Path, capsy
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and str(model) in lines[0] and "tokenizer" in lines[0]
     assert "copy the tokenizer files from the base model" in lines[0] and "arpo-sft export" in lines[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("verify") / "tiny")
 
 
 @pytest.mark.integration
