@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from .data.inputs import STDIN
 from .errors import EnvironmentProblem, UserError
+
+# The input path that means stdin (data/inputs.py reads it): not a file, so it is the same as no output.
+STDIN = "-"
 
 # A full disk or quota is the host's problem (exit 3); every other OSError on an output is the user's to fix.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)

@@ -22,6 +22,7 @@ from .errors import (
     EXIT_USER_ERROR,
     UserError,
 )
+from .handoff import command as handoff
 from .presets import init
 from .secrets import redact
 from .train import command as train
@@ -33,7 +34,7 @@ from .verify.sandbox import command as sandbox
 # Each module adds one subcommand with `add_parser(subparsers)` and imports only the standard library at
 # module level, so building the whole parser (and `--help`) stays instant.
 DATA_COMMANDS = (download, check, prepare, stats, parity)
-TOP_COMMANDS = (init, preflight, train, estimate, model, export, verify, sandbox, plot)
+TOP_COMMANDS = (init, preflight, train, estimate, model, export, handoff, verify, sandbox, plot)
 
 EPILOG = (
     """examples:
@@ -46,6 +47,7 @@ EPILOG = (
   arpo-sft demo-model                               build the tiny offline Qwen2 model
   arpo-sft plot checkpoints/demo-cpu                loss, learning rate and grad norm in one PNG
   arpo-sft export checkpoints/demo-cpu/checkpoint-50 exported/demo   ZeRO shards -> safetensors model
+  arpo-sft handoff exported/demo                    ready for ARPO's RL: stops, prompt, result splice
   arpo-sft verify exported/demo                     ARPO's tool loop on a model: format, tool calls, answers
   arpo-sft sandbox run attack.py                    what verify's python sandbox makes of one file
 

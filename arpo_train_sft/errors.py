@@ -4,7 +4,8 @@ from __future__ import annotations
 
 # The one exit-status table of every `arpo-sft` command (README and `arpo-sft --help` show EXIT_TABLE).
 EXIT_OK = 0
-# The command ran and found data that breaks ARPO's rules (`data check`, `data prepare`, `data parity`).
+# The command ran and found data that breaks ARPO's rules (`data check`, `data prepare`, `data parity`), a
+# hand-off check that fails, or input `verify` had to skip while it ran the rest.
 EXIT_DATA = 1
 # "Your input is wrong, nothing was started"; training failures keep torchrun's own code.
 EXIT_USER_ERROR = 2
@@ -24,7 +25,8 @@ EXIT_PREEMPTED = 143
 
 EXIT_TABLE = f"""exit status (every command):
   {EXIT_OK}    ok
-  {EXIT_DATA}    data breaks ARPO's rules (data check / prepare / parity found rows to fix)
+  {EXIT_DATA}    data breaks ARPO's rules (data check / prepare / parity found rows to fix); handoff: a check failed;
+         verify: it ran the rest, but skipped a prompts row or a torn checkpoint (each named on stderr)
   {EXIT_USER_ERROR}    user error: a bad flag, path, config key or value; one line each, nothing started
   {EXIT_ENVIRONMENT}    this host cannot do it (no sandbox isolation, the disk filled up)
   {EXIT_DIVERGED}    train: a step's loss or grad_norm was not finite; nothing saved after it (see the one line)

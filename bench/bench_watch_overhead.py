@@ -2,9 +2,9 @@
 
     python bench/bench_watch_overhead.py --rounds 3 --steps 40
 
-"With" is the package as it is: the divergence watch (lf/health.py), per-step metrics (lf/metrics.py) and
-the out-of-memory watch (lf/oom.py) beside the SIGTERM save. "Without" is a copy of the package, first on
-PYTHONPATH, whose lf/entry.py attaches only the SIGTERM save (its per-step all-reduce of one flag, as before
+"With" is the package as it is: the divergence watch (rank/health.py), per-step metrics (rank/metrics.py) and
+the out-of-memory watch (rank/oom.py) beside the SIGTERM save. "Without" is a copy of the package, first on
+PYTHONPATH, whose entry.py attaches only the SIGTERM save (its per-step all-reduce of one flag, as before
 these callbacks). Both train the demo through the launcher on 2 CPU ranks (ZeRO-3, cutoff 256), in turn,
 A B A B ...; a step's time is the difference of consecutive `elapsed_time` in trainer_log.jsonl, the first
 5 steps (warm-up) left out. Printed: each round's median step, and the median of the per-round ratios.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_STEPS = 5
-ENTRY_CALL = "run_guarded(lambda: run_exp(callbacks=callbacks), oom)"
+ENTRY_CALL = "run_guarded(lambda: train(callbacks), oom)"
 
 
 def without_copy(root: Path) -> Path:
@@ -33,11 +33,11 @@ def without_copy(root: Path) -> Path:
     shutil.copytree(
         REPO / "arpo_train_sft", copy / "arpo_train_sft", ignore=shutil.ignore_patterns("__pycache__")
     )
-    entry = copy / "arpo_train_sft" / "lf" / "entry.py"
+    entry = copy / "arpo_train_sft" / "entry.py"
     text = entry.read_text(encoding="utf-8")
     if ENTRY_CALL not in text:
         raise SystemExit(f"{entry}: no `{ENTRY_CALL}` to replace; update this benchmark")
-    entry.write_text(text.replace(ENTRY_CALL, "run_exp(callbacks=[SaveOnSigterm()])"), encoding="utf-8")
+    entry.write_text(text.replace(ENTRY_CALL, "train([SaveOnSigterm()])"), encoding="utf-8")
     return copy
 
 

@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
     from liger_kernel.transformers import apply_liger_kernel_to_qwen2
 
-    from arpo_train_sft.demo.model import QWEN25_VOCAB_SIZE, build_tiny_model
+    from arpo_train_sft.demo.model import build_tiny_model
+    from arpo_train_sft.family import QWEN25_VOCAB_SIZE
 
     transformers.utils.logging.disable_progress_bar()
 

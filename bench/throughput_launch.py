@@ -1,6 +1,6 @@
 """Launch `arpo-sft train` until rank 0 logs a given step, then end it without a save of any kind.
 
-The ranks save a checkpoint on SIGTERM (arpo_train_sft/lf/preempt.py), and LLaMA-Factory saves the
+The ranks save a checkpoint on SIGTERM (arpo_train_sft/rank/preempt.py), and LLaMA-Factory saves the
 final model once max_steps is reached; so the runs here get a max_steps they never reach and
 save_strategy "no", and are ended by SIGSTOP then SIGKILL to every process, which nothing can catch.
 """

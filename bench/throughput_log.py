@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from arpo_train_sft.lf.metrics import peak_tflops
-from arpo_train_sft.train.shapes import flops_per_token, shape_from_config
+from arpo_train_sft.family import shape_from_config
+from arpo_train_sft.rank.metrics import peak_tflops
+from arpo_train_sft.train.shapes import flops_per_token
 
 
 @dataclass(frozen=True)
@@ -106,5 +107,5 @@ def peak_gib(rows: list[LogRow], last: int) -> tuple[float | None, float | None]
 
 
 def published_peak(device_name: str) -> float | None:
-    """The datasheet's dense bf16 TFLOP/s for this card (lf/metrics.py's table, as metrics.jsonl uses it)."""
+    """The datasheet's dense bf16 TFLOP/s for this card (rank/metrics.py's table, as metrics.jsonl uses it)."""
     return peak_tflops(device_name, env={}).tflops

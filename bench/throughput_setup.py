@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from arpo_train_sft.train.shapes import QWEN25_SHAPES, ModelShape
+from arpo_train_sft.family import QWEN25_SHAPES, ModelShape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prepare import synthetic_rows  # noqa: E402  (the one owner of the ARPO length model)
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(shape: ModelShape) -> dict:
-    """The config.json keys of a shape (the package's one table of Qwen2.5 shapes, train/shapes.py)."""
+    """The config.json keys of a shape (the package's one table of Qwen2.5 shapes, family.py)."""
     return dict(
         hidden_size=shape.hidden,
         intermediate_size=shape.intermediate,

@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,23 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """The demo's Qwen2.5 tokenizer, rebuilt once from its 151,643 ranks (~10 s a build). Shared: a test
+    that changes it, or hands it to LLaMA-Factory's template fix (which adds tokens), takes copy.deepcopy."""
+    from arpo_train_sft.demo.model import build_qwen_tokenizer
+
+    return build_qwen_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`build_tiny_model(dir, seed=0)`: the demo's model, built once; read-only (copy it to change it)."""
+    from arpo_train_sft.demo.model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny", seed=0)
+
+
 def run_env(**extra: str) -> dict[str, str]:
     """The caller's environment with this venv's bin first on PATH (torchrun, llamafactory-cli)."""
     env = dict(os.environ)
@@ -80,6 +99,107 @@ def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
     )
     result.model_existed = model_existed
     return result, output_dir
+
+
+# The kill-and-resume drill (tests/checkpoint/test_resume.py; tests/train/test_step_metrics.py reads its
+# metrics): the demo, with one rank SIGKILLed once it logged step KILLED_AFTER, past checkpoint-SAVED; a torn
+# checkpoint-TORN (a crash while saving, between the two) must be skipped and SAVED resumed.
+SAVED = DEMO_SAVE_STEPS
+KILLED_AFTER = SAVED + 2
+TORN = SAVED + 1
+# A dead rank must end the job this fast (torchrun's agent notices a child exit within seconds).
+KILL_BOUND_S = 120
+
+
+@dataclass(frozen=True)
+class ResumedRun:
+    """What the drill left: the run dir, the killed launch and the relaunch."""
+
+    output_dir: Path
+    killed_code: int | None  # the launcher's exit status; None when it outlived KILL_BOUND_S
+    killed_seconds: float  # from the SIGKILL of the rank to the launcher's exit
+    killed_said: str  # what the killed launch's launcher printed, stdout and stderr together
+    saved_problems: tuple  # scan(checkpoint-SAVED).problems right after the kill
+    relaunch: subprocess.CompletedProcess
+
+
+def last_step(output_dir: Path) -> int:
+    log = output_dir / "trainer_log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return json.loads(lines[-1])["current_steps"] if lines else 0
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"training ended early with {proc.returncode}"
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.5)
+
+
+def rank_pids(launcher: int) -> list[int]:
+    """The training ranks under a launcher (not torchrun's agent)."""
+    found = []
+    for pid in descendants(launcher):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"arpo_train_sft.entry" in argv and b"torch.distributed.run" not in argv:
+            found.append(pid)
+    return sorted(found)
+
+
+@pytest.fixture(scope="session")
+def resumed_run(checkout: Path, demo_run) -> ResumedRun:
+    """The demo (DEMO_OVERRIDES) killed past checkpoint-SAVED by SIGKILL to one rank, a torn checkpoint-TORN
+    added, then the same command relaunched; read-only (copy it to relaunch it)."""
+    from arpo_train_sft.checkpoint.scan import scan
+
+    output_dir = checkout / "checkpoints" / "demo-resume"
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        *DEMO_OVERRIDES,
+        f"output_dir={output_dir}",
+        "--skip-preflight",
+    ]
+    said = checkout / "checkpoints" / "demo-resume.killed.txt"
+    with said.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=checkout, env=run_env(), start_new_session=True, stdout=out, stderr=out
+        )
+        try:
+            wait_for(lambda: (output_dir / f"checkpoint-{SAVED}" / "trainer_state.json").exists(), proc, 600)
+            wait_for(lambda: last_step(output_dir) >= KILLED_AFTER, proc, 300)
+            os.kill(rank_pids(proc.pid)[-1], signal.SIGKILL)  # one rank, mid-step
+            killed_at = time.monotonic()
+            try:
+                code: int | None = proc.wait(timeout=KILL_BOUND_S)
+            except subprocess.TimeoutExpired:
+                code = None
+            seconds = time.monotonic() - killed_at
+        finally:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+                proc.wait()
+    saved_problems = scan(output_dir / f"checkpoint-{SAVED}").problems
+    # A crash while writing checkpoint-TORN: shards of one rank and trainer_state.json never landed.
+    torn = output_dir / f"checkpoint-{TORN}"
+    shutil.copytree(output_dir / f"checkpoint-{SAVED}", torn)
+    (torn / "trainer_state.json").unlink()
+    (torn / "latest").write_text(f"global_step{TORN}")
+    (torn / f"global_step{SAVED}").rename(torn / f"global_step{TORN}")
+    for shard in (torn / f"global_step{TORN}").glob("zero_pp_rank_1_*"):
+        shard.unlink()
+
+    relaunch = subprocess.run(
+        command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900
+    )
+    return ResumedRun(
+        output_dir, code, seconds, said.read_text(errors="replace"), tuple(saved_problems), relaunch
+    )
 
 
 # A run as short as a resume can be: a checkpoint at step 1 and at step 2 (tests/checkpoint/test_resume_configs.py

@@ -1,7 +1,9 @@
-"""The package's shape: small modules, folders instead of filename prefixes, one door to LLaMA-Factory."""
+"""The package's shape: small modules, folders instead of filename prefixes, one door to LLaMA-Factory, and
+imports that run one way, from each part to the parts below it."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -11,6 +13,30 @@ PACKAGE = REPO / "arpo_train_sft"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 SUBPACKAGES = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
 MAX_LINES = 300
+# The package's parts (a top-level module or subpackage; `__init__` is the package's own), lowest first. A
+# part imports only from itself and the parts before it. README.md's "### Layout" states the same order.
+LAYERS = (
+    "errors",
+    "secrets",
+    "console",
+    "progress",
+    "atomic",
+    "config",
+    "arpo",
+    "family",
+    "lf",
+    "data",
+    "demo",
+    "handoff",
+    "checkpoint",
+    "train",
+    "rank",
+    "verify",
+    "presets",
+    "entry",
+    "cli",
+    "__init__",
+)
 LLAMAFACTORY_IMPORT = re.compile(r"^\s*(from|import)\s+llamafactory\b", re.MULTILINE)
 
 
@@ -58,3 +84,46 @@ def test_tests_mirror_the_package():
     for sub in SUBPACKAGES:
         if sub != "arpo":
             assert (REPO / "tests" / sub).is_dir(), f"tests/{sub}/ is missing"
+
+
+def _part(module: str) -> str:
+    """`arpo_train_sft.train.shapes` -> `train`; a name of the package itself (`__version__`) -> `__init__`."""
+    bits = module.split(".")
+    if len(bits) < 2:
+        return "__init__"
+    return bits[1] if (PACKAGE / bits[1]).is_dir() or (PACKAGE / f"{bits[1]}.py").is_file() else "__init__"
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of our package in `path`, lazy and TYPE_CHECKING ones included,
+    relative ones resolved; `from .x import name` counts as `.x.name`, since `name` may be a module."""
+    dotted = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    package = dotted.removesuffix(".__init__") if path.name == "__init__.py" else dotted.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
+    return [(line, module) for line, module in found if module.startswith("arpo_train_sft.")]
+
+
+def test_the_layers_name_every_part_once():
+    parts = {m.stem for m in PACKAGE.glob("*.py")} | set(SUBPACKAGES)
+    assert len(set(LAYERS)) == len(LAYERS)
+    assert parts == set(LAYERS), f"add each part to LAYERS, lowest first: {sorted(parts ^ set(LAYERS))}"
+
+
+def test_imports_run_from_higher_layers_to_lower_ones():
+    upward = []
+    for path in MODULES:
+        mine = _part(".".join(path.relative_to(REPO).with_suffix("").parts))
+        for line, module in _imports(path):
+            theirs = _part(module)
+            if LAYERS.index(theirs) > LAYERS.index(mine):
+                upward.append(
+                    f"{path.relative_to(REPO)}:{line}: {mine} imports {module} ({theirs} is above it)"
+                )
+    assert not upward, "move the name down to a lower part, or the importer up:\n" + "\n".join(upward)

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from arpo_train_sft import cli, secrets
+from arpo_train_sft.config import load_run_config
 from arpo_train_sft.errors import UserError
 from arpo_train_sft.lf import tokenize
 from arpo_train_sft.secrets import SECRET_ARGS_ENV, secret_args, split_secret_args
-from arpo_train_sft.train.config import load_run_config
 from arpo_train_sft.train.preflight import report
 from arpo_train_sft.train.preflight.rows import FAIL, OK, Row
 from arpo_train_sft.train.tokenized import build as tokenized_build
@@ -153,7 +153,7 @@ def test_the_child_puts_the_environments_tokens_back_into_its_arguments(monkeypa
 KILLED_LAUNCHER = r"""
 import sys
 from pathlib import Path
-from arpo_train_sft.train.config import load_run_config
+from arpo_train_sft.config import load_run_config
 from arpo_train_sft.train.tokenized import tokenized_overrides
 tokenized_overrides(load_run_config(Path(sys.argv[1]), sys.argv[2:]))
 """

@@ -9,9 +9,9 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import ENTRY_MODULE, global_batch
 from ..errors import UserError
 from ..secrets import redact
-from ..train.launch import ENTRY_MODULE
 
 if TYPE_CHECKING:
     from .export import Source
@@ -34,7 +34,7 @@ CARD_KEYS = (
 
 def _launch(run_dir: Path) -> tuple[str, dict[str, Any]]:
     """The YAML + overrides of the run's last launch: `arpo-sft train` heads training.log with its command."""
-    from ..train.config import load_run_config
+    from ..config import load_run_config
 
     log = run_dir / "training.log"
     lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
@@ -82,10 +82,12 @@ def model_card(source: Source, out_name: str, dtype: str) -> str:
     base = values.get("model_name_or_path") or config.get("_name_or_path")
     rows = [(key, values.get(key, "?")) for key in CARD_KEYS]
     rows += [("global_step", state.get("global_step", "?")), ("epoch", state.get("epoch", "?"))]
-    sizes = (values.get("per_device_train_batch_size"), values.get("gradient_accumulation_steps", 1))
-    if source.world and all(type(size) is int for size in sizes):  # a YAML edited since may hold anything
-        per_rank = sizes[0] * sizes[1]
-        rows.append(("sequences per step", f"{per_rank * source.world} ({source.world} ranks)"))
+    # Only a recorded micro-batch: the card never states transformers' default as this run's. A YAML edited
+    # since may hold anything, which global_batch turns into None.
+    if source.world and "per_device_train_batch_size" in values:
+        batch = global_batch(values, source.world)
+        if batch is not None:
+            rows.append(("sequences per step", f"{batch} ({source.world} ranks)"))
     rows.append(("launch", f"`{launch}`" if launch else "? (no `arpo-sft train` header in training.log)"))
     origin = f"`{source.path.resolve()}`"
     if source.tag_dir is not None:

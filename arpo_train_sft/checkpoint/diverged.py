@@ -103,7 +103,7 @@ def describe(note: dict[str, Any]) -> str:
 
 def diverged_exit(output_dir: Path, since: float) -> int | None:
     """Print the one line and return EXIT_DIVERGED when this launch's ranks stopped on a non-finite step."""
-    from ..train.launch import say
+    from ..console import say
 
     note = read_note(output_dir, since)
     if note is None:

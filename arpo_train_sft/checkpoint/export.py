@@ -254,7 +254,26 @@ def run(args: argparse.Namespace) -> int:
         f"{report.params:,} parameters, {report.dtype}, {len(report.shards)} shard(s) "
         f"({', '.join(report.shards)}), {report.bytes_on_disk / 2**20:.1f} MiB on disk"
     )
+    hand_off(Path(args.out_dir))
     return 0
+
+
+def hand_off(out: Path) -> None:
+    """The hand-off checks that need only the export: does it stop on <|im_end|>, and prompt as training did.
+
+    A failure is printed, not an exit status: the export is complete and faithful to the checkpoint, and
+    the fix is in the files it copied from the run (see `arpo-sft handoff`).
+    """
+    from ..handoff.command import export_checks
+    from ..handoff.rows import print_table
+
+    checks = export_checks(out)
+    print_table(checks, f"hand-off to RL (every check: arpo-sft handoff {out})")
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        print(
+            f"{len(failed)} hand-off check(s) failed: fix them before RL, then run `arpo-sft handoff {out}`"
+        )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -1,5 +1,5 @@
 """`arpo-sft plot`: loss, learning rate and grad norm of a run as one PNG, epochs marked; throughput, MFU
-and peak memory below them when the run wrote metrics.jsonl (arpo_train_sft/lf/metrics.py)."""
+and peak memory below them when the run wrote metrics.jsonl (arpo_train_sft/rank/metrics.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .scan import list_checkpoints
 
 TRAINER_LOG = "trainer_log.jsonl"
 TRAINER_STATE = "trainer_state.json"
-METRICS = "metrics.jsonl"  # the name lf/metrics.py writes; not imported from there, which needs torch
+METRICS = "metrics.jsonl"  # the name rank/metrics.py writes; not imported from there, which needs torch
 RATE = "tokens_per_second_per_gpu"
 DEFAULT_PNG = "training_curves.png"
 FIGSIZE_IN = (10.0, 9.0)

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..console import say
 from ..errors import UserError
-from ..train.launch import say
 from .scan import FINAL_WEIGHTS, list_checkpoints, scan
 
 if TYPE_CHECKING:
-    from ..train.config import RunConfig
+    from ..config import RunConfig
 
 TRAINER_LOG = "trainer_log.jsonl"  # LLaMA-Factory's per-step log, appended to by every launch
 

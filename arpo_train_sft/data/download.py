@@ -16,9 +16,9 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, Any
 
-from ..atomic import Discard, atomic_writer, check_outputs
+from ..atomic import STDIN, Discard, atomic_writer, check_outputs
 from ..errors import EnvironmentProblem, UserError
-from .inputs import STDIN, open_input
+from .inputs import open_input
 
 REPO_ID = "dongguanting/ARPO-SFT-54K"
 REPO_TYPE = "dataset"

@@ -9,9 +9,9 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..atomic import STDIN
 from ..errors import UserError
 
-STDIN = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 

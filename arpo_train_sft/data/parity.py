@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..family import IM_END, IM_START
 from .flags import positive_number, whole_number
 
 CONTEXT_TOKENS = 6
@@ -48,7 +49,7 @@ def context(tokenizer: Any, ids: list[int], at: int) -> str:
 def family_problem(tokenizer: Any, template: Any, template_name: str) -> str | None:
     """Why `template_name` does not suit this tokenizer's model family, if it does not."""
     slots = " ".join(str(slot) for slot in template.format_user.slots)
-    for marker in ("<|im_start|>", "<|im_end|>"):
+    for marker in (IM_START, IM_END):
         if marker in slots and marker not in tokenizer.get_vocab():
             return (
                 f"template '{template_name}' writes {marker}, which this tokenizer does not have as a token"
@@ -70,7 +71,7 @@ def compare(args: argparse.Namespace) -> tuple[list[Mismatch], int, int, str | N
         )
     template = load_template(tokenizer, args.template)
     suffix = (
-        tokenizer("<|im_end|>\n", add_special_tokens=False)["input_ids"]
+        tokenizer(f"{IM_END}\n", add_special_tokens=False)["input_ids"]
         if args.template.startswith("qwen")
         else []
     )

@@ -10,63 +10,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..family import (
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    IM_END,
+    QWEN2_SPLIT_PATTERN,
+    QWEN25_ADDED_TOKENS,
+    QWEN25_EOS_IDS,
+    QWEN25_MAX_POSITIONS,
+    QWEN25_PAD_ID,
+    QWEN25_ROPE_THETA,
+    QWEN25_VOCAB_SIZE,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 DEMO_MODEL_DIR = Path("models/arpo-sft-tiny-qwen2")
-
-# Qwen2/2.5 split digits one at a time (\p{N}), unlike the cl100k-style \p{N}{1,3} that TikTokenConverter
-# defaults to; getting this wrong changes the ids of every number in the math data.
-QWEN2_SPLIT_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-
-# Qwen2.5's added tokens in id order, starting right after the 151,643 BPE ranks. (text, special):
-# the two tool-call tags are plain added tokens so that decoding with skip_special_tokens keeps them.
-QWEN25_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
-    ("<|endoftext|>", True),
-    ("<|im_start|>", True),
-    ("<|im_end|>", True),
-    ("<|object_ref_start|>", True),
-    ("<|object_ref_end|>", True),
-    ("<|box_start|>", True),
-    ("<|box_end|>", True),
-    ("<|quad_start|>", True),
-    ("<|quad_end|>", True),
-    ("<|vision_start|>", True),
-    ("<|vision_end|>", True),
-    ("<|vision_pad|>", True),
-    ("<|image_pad|>", True),
-    ("<|video_pad|>", True),
-    ("<tool_call>", False),
-    ("</tool_call>", False),
-    ("<|fim_prefix|>", True),
-    ("<|fim_middle|>", True),
-    ("<|fim_suffix|>", True),
-    ("<|fim_pad|>", True),
-    ("<|repo_name|>", True),
-    ("<|file_sep|>", True),
-)
-QWEN25_FIRST_ADDED_ID = 151643
-# The embedding matrix is padded past the 151,665 real tokens to a multiple of 128, as in Qwen2.5.
-QWEN25_VOCAB_SIZE = 151936
-QWEN25_EOS_IDS = [151645, 151643]  # <|im_end|> ends a chat turn, <|endoftext|> ends a document
-QWEN25_PAD_ID = 151643
-
-DEFAULT_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-
-# Written for this package; renders the same ChatML layout as Qwen2.5 for system/user/assistant turns.
-CHAT_TEMPLATE = (
-    "{%- if messages | length == 0 or messages[0]['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
 
 
 def qwen_tiktoken_path() -> Path:
@@ -90,7 +50,7 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
     backend = TikTokenConverter(vocab_file=str(qwen_tiktoken_path()), pattern=QWEN2_SPLIT_PATTERN).converted()
     # Qwen2.5's tokenizer.json NFC-normalises before splitting; the tiktoken ranks alone do not say so.
     backend.normalizer = normalizers.NFC()
-    # Added one by one so each lands on the next id, which keeps the table above the single source of ids.
+    # Added one by one so each lands on the next id, which keeps family.py's table the single source of ids.
     for text, special in QWEN25_ADDED_TOKENS:
         token = AddedToken(text, special=special, normalized=False)
         if special:
@@ -99,9 +59,9 @@ def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
             backend.add_tokens([token])
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        model_max_length=32768,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        model_max_length=QWEN25_MAX_POSITIONS,
         clean_up_tokenization_spaces=False,
         chat_template=CHAT_TEMPLATE,
     )
@@ -119,8 +79,8 @@ def _save_tiny_model(out_dir: Path, seed: int) -> None:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+        max_position_embeddings=QWEN25_MAX_POSITIONS,
+        rope_parameters={"rope_type": "default", "rope_theta": QWEN25_ROPE_THETA},
         # Tied embeddings store the 151,936-row matrix once, which is most of the file.
         tie_word_embeddings=True,
         bos_token_id=QWEN25_PAD_ID,

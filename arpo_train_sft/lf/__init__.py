@@ -66,9 +66,8 @@ def _installed() -> str | None:
 
 
 def _own_version() -> str:
-    from .. import __version__
-
-    return __version__
+    # The package's metadata, as the top-level `__version__` reads it (which sits above this layer).
+    return version("arpo-train-sft")
 
 
 check_version(_installed())

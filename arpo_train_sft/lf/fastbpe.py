@@ -26,7 +26,7 @@ import re
 import unicodedata
 from typing import Any
 
-from ..demo.model import QWEN2_SPLIT_PATTERN
+from ..family import QWEN2_SPLIT_PATTERN
 
 USED = "tiktoken (Qwen2.5 BPE, checked exact against the tokenizer's files)"
 

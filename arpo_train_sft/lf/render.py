@@ -9,7 +9,7 @@ one call. The ids are identical by construction; the Rust tokenizer does the wor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from llamafactory.data.processor.processor_utils import infer_seqlen
 from llamafactory.data.template import get_template_and_fix_tokenizer
@@ -17,11 +17,15 @@ from llamafactory.hparams import DataArguments
 
 from . import masking  # noqa: F401  (registers qwen_mask_results)
 
-if TYPE_CHECKING:
-    from ..data.conversation import Conversation
-
 # How LLaMA-Factory's supervised processor truncates one (source, target) turn to a token budget.
 truncated_lengths = infer_seqlen
+
+
+class Row(Protocol):
+    """One row as LLaMA-Factory's ShareGPT converter hands it to the template (data/conversation.py makes them)."""
+
+    messages: list[dict[str, str]]
+    system: str | None
 
 
 class _Recorder:
@@ -85,7 +89,7 @@ class Rendered:
         return out
 
 
-def render(tokenizer: Any, template: Any, rows: list[Conversation]) -> Rendered:
+def render(tokenizer: Any, template: Any, rows: list[Row]) -> Rendered:
     """Render rows with the template and encode every text piece of the batch in one parallel call."""
     recorder = _Recorder(tokenizer)
     messages = [template._encode(recorder, row.messages, row.system, None) for row in rows]

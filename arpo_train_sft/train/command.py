@@ -15,11 +15,12 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint.diverged import diverged_exit
     from ..checkpoint.resume import resume_overrides
     from ..checkpoint.stopped import read_note
+    from ..console import say
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
     from ..errors import EXIT_OOM, EXIT_PREEMPTED, EnvironmentProblem, UserError
     from ..secrets import move_to_env
     from .handshake import agree, node_info
-    from .launch import failure_lines, run_teed, say, torchrun_command, training_env
+    from .launch import failure_lines, run_teed, torchrun_command, training_env
     from .oom import LOG_ENV, MARKER, oom_line
     from .oom import read_note as read_oom
     from .preflight import SKIP_FLAG, check_allowed, make_plan, report, run_preflight

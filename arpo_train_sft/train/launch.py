@@ -18,36 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import disk_filled, disk_full
+from ..config import ENTRY_MODULE
+from ..console import MID_LINE, terminal_gone
 from ..secrets import redact
 from .topology import Topology
 
-ENTRY_MODULE = "arpo_train_sft.entry"
 # How much of the ranks' output the launcher keeps to explain a failure (torchrun's summary is at the end).
 TAIL_BYTES = 1 << 20
-
-
-# Whether the ranks' output last shown on the terminal ended mid-line (a progress bar does): a launcher line
-# then starts on a line of its own.
-_MID_LINE = [False]
-
-
-def say(message: str) -> None:
-    """One launcher line on stdout, before the ranks' own output."""
-    try:
-        prefix = "\n" if _MID_LINE[0] else ""
-        print(f"{prefix}[arpo-sft] {redact(message)}", flush=True)
-        _MID_LINE[0] = False
-    except OSError:
-        terminal_gone()
-
-
-def terminal_gone() -> None:
-    """stdout's terminal (or pipe) went away: send what follows to /dev/null, so nothing fails on it again
-    (Python would otherwise exit 120 when it cannot flush stdout at exit)."""
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 def torchrun_command(config: Path, overrides: tuple[str, ...], topo: Topology, python: str) -> list[str]:
@@ -220,7 +197,7 @@ class _Sink:
         try:
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
-            _MID_LINE[0] = not chunk.endswith(b"\n")
+            MID_LINE[0] = not chunk.endswith(b"\n")
         except OSError:
             self.echo = False  # the terminal is gone; training goes on, into the log
             terminal_gone()

@@ -1,6 +1,6 @@
 """A CUDA out-of-memory error on a rank, told as one line with the change that makes the run fit.
 
-The rank that hits it (lf/oom.py) appends its traceback to the node's training log, prints MARKER (the
+The rank that hits it (rank/oom.py) appends its traceback to the node's training log, prints MARKER (the
 launcher stops echoing the ranks' output to the terminal there; the log keeps all of it) and leaves
 
     <output_dir>/oom-rank<R>.json  {"rank": R, "step": N, "tokens": T, "time": ...}
@@ -18,8 +18,8 @@ from typing import Any
 
 from ..checkpoint.notes import read_note as read_json_note
 from ..checkpoint.notes import write_note as write_json_note
+from ..config import RunConfig
 from ..errors import UserError
-from .config import RunConfig
 
 MARKER = "[arpo-sft] out of memory on rank"
 # Where the launcher tells the ranks its log is, so a rank can put a traceback there and not on the terminal.

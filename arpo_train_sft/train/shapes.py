@@ -1,55 +1,12 @@
-"""Model shapes (from a model's config.json, or Qwen2.5's published ones) and the FLOPs MFU counts on them."""
+"""A model's shape (its config.json, or Qwen2.5's published ones: family.py) and the FLOPs MFU counts on it."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """The sizes of a Qwen2-architecture decoder that memory depends on."""
-
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    tied: bool
-
-    @property
-    def kv_dim(self) -> int:
-        """Width of the key (and of the value) projection: grouped-query attention shares heads."""
-        return self.hidden // self.heads * self.kv_heads
-
-    def layer_params(self) -> int:
-        """One decoder layer: q/k/v with biases (Qwen2 has them), o without, SwiGLU MLP, two RMSNorms."""
-        h, kv = self.hidden, self.kv_dim
-        attention = (h * h + h) + 2 * (h * kv + kv) + h * h
-        return attention + 3 * h * self.intermediate + 2 * h
-
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden
-
-    def params(self) -> int:
-        """All parameters; an untied lm_head is a second vocab x hidden matrix."""
-        heads = 1 if self.tied else 2
-        return self.layers * self.layer_params() + heads * self.embedding_params() + self.hidden
-
-    def largest_module_params(self) -> int:
-        """What ZeRO-3 gathers whole at once: the embedding (or lm_head) or one layer, whichever is bigger."""
-        return max(self.embedding_params(), self.layer_params())
-
-    def matmul_params(self) -> int:
-        """Parameters that multiply activations: each layer's projections and the lm_head (tied or not).
-
-        The embedding is a lookup, and biases and norms are elementwise, so none of them is counted."""
-        h, kv = self.hidden, self.kv_dim
-        return self.layers * (2 * h * h + 2 * h * kv + 3 * h * self.intermediate) + self.vocab * h
+from ..family import QWEN25_HUB_IDS, ModelShape, UnknownFamily, published_shape, shape_from_config
 
 
 def training_flops(shape: ModelShape, tokens: float, squares: float) -> float:
@@ -68,28 +25,6 @@ def flops_per_token(shape: ModelShape, seq_len: int) -> float:
     """Training FLOPs per token of seq_len-token rows: 6 x matmul_params + 6 x layers x hidden x seq_len."""
     # One token whose attention spans seq_len: the same formula as training_flops, per token.
     return training_flops(shape, tokens=1, squares=seq_len)
-
-
-# From each model's config.json on the Hugging Face hub (Qwen/Qwen2.5-{3B,7B,14B}-Instruct; the base models
-# share the shapes). Used only when model_name_or_path is a hub id that has not been downloaded.
-QWEN25_SHAPES = {
-    "Qwen2.5-3B": ModelShape(2048, 11008, 36, 16, 2, 151936, tied=True),
-    "Qwen2.5-7B": ModelShape(3584, 18944, 28, 28, 4, 152064, tied=False),
-    "Qwen2.5-14B": ModelShape(5120, 13824, 48, 40, 8, 152064, tied=False),
-}
-
-
-def shape_from_config(config: dict) -> ModelShape:
-    """The shape a transformers config.json describes."""
-    return ModelShape(
-        hidden=int(config["hidden_size"]),
-        intermediate=int(config["intermediate_size"]),
-        layers=int(config["num_hidden_layers"]),
-        heads=int(config["num_attention_heads"]),
-        kv_heads=int(config.get("num_key_value_heads", config["num_attention_heads"])),
-        vocab=int(config["vocab_size"]),
-        tied=bool(config.get("tie_word_embeddings", False)),
-    )
 
 
 def cached_hub_config(repo_id: str) -> Path | None:
@@ -113,12 +48,14 @@ def model_shape(name: str) -> ModelShape:
     if config_path.is_file():
         try:
             return shape_from_config(json.loads(config_path.read_text(encoding="utf-8")))
+        except UnknownFamily as err:  # never another family's numbers under Qwen2's formulas
+            raise UserError(f"{config_path}: {err}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise UserError(f"{config_path}: cannot read the model shape ({err}); check the file") from None
-    base = name.rsplit("/", 1)[-1].removesuffix("-Instruct")
-    if name.startswith("Qwen/") and base in QWEN25_SHAPES:
-        return QWEN25_SHAPES[base]
-    known = ", ".join(f"Qwen/{key}-Instruct" for key in QWEN25_SHAPES)
+    published = published_shape(name)
+    if published is not None:
+        return published
+    known = ", ".join(QWEN25_HUB_IDS)
     raise UserError(
         f"model_name_or_path {name}: no config.json there and not a known hub id ({known}); "
         "download the model (or build the demo one with `arpo-sft demo-model`) first"

@@ -31,7 +31,7 @@ DEFAULT_MULTINODE_PORT = 29500
 # How long any node waits for the others (handshake, torchrun's rendezvous): torchrun's own default.
 DEFAULT_RDZV_TIMEOUT_S = 600
 # How long torchrun lets the ranks stop after SIGTERM before it kills them: they finish the step, save a
-# checkpoint and exit (lf/preempt.py). It also bounds a teardown after a rank crashed: torchrun SIGTERMs
+# checkpoint and exit (rank/preempt.py). It also bounds a teardown after a rank crashed: torchrun SIGTERMs
 # the others too, and a rank stuck in an NCCL collective with the dead one cannot tell the two apart. Five
 # minutes covers a step and a 14B ZeRO-3 checkpoint on a disk writing 1 GB/s; raise it for slower disks.
 DEFAULT_STOP_TIMEOUT_S = 300

@@ -1,4 +1,4 @@
-"""Fixtures of the bad-input suite: one tiny model for every test, and small disks that are full."""
+"""Fixtures of the bad-input suite: small disks that are full (the tiny model: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The offline demo model (hidden size 8): real weights, config and tokenizer for export and verify."""
-    from arpo_train_sft.demo.model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("bad-model") / "model")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .test_commands import leaf_commands
 
 DEMO = Path(__file__).resolve().parents[2] / "dataset_info" / "demo" / "arpo_sft_demo.jsonl"
 # Commands that write nothing a user names, so no disk of theirs can fill.
-READ_ONLY = {"data check", "data parity", "preflight", "estimate", "sandbox run"}
+READ_ONLY = {"data check", "data parity", "preflight", "estimate", "sandbox run", "handoff"}
 # Training's full disk has its own drills: tests/train/test_fault_drills.py (a checkpoint that no longer fits)
 # and tests/train/test_tokenized.py (the tokenized cache); a run needs minutes, not the seconds these take.
 ELSEWHERE = {"train"}
@@ -59,7 +60,21 @@ def fast_verify(monkeypatch: pytest.MonkeyPatch) -> None:
     from arpo_train_sft.verify.sandbox import SandboxResult
 
     answer = Step("<think>easy</think>\n<answer>\\boxed{2}</answer>", 12, True)
-    monkeypatch.setattr(command, "load_generator_factory", lambda path: lambda q: lambda *a: answer)
+
+    class Scripted:  # answers every prompt at once
+        name = "scripted"
+
+        def prompt(self, question: str) -> str:
+            return question
+
+        def default_batch_size(self, limits) -> int:
+            return 1
+
+        def generate(self, rows, on_done) -> None:
+            for row in rows:
+                on_done(row.key, answer)
+
+    monkeypatch.setattr(command, "_model_engine", lambda kind, path: contextlib.nullcontext(Scripted()))
     probe = SandboxResult("2\n", "", 0, False, None, "isolated", 0)
     monkeypatch.setattr(command, "run_python", lambda code, allow_weak: probe)
 

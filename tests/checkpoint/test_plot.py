@@ -165,7 +165,7 @@ def test_missing_trainer_log_is_a_user_error(tmp_path: Path):
 
 
 def write_metrics(run: Path, gpu: bool) -> None:
-    """metrics.jsonl as lf/metrics.py writes it: one line per logged step; a resume repeats step 600."""
+    """metrics.jsonl as rank/metrics.py writes it: one line per logged step; a resume repeats step 600."""
     lines = [
         {
             "step": s,

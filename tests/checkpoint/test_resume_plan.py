@@ -13,7 +13,7 @@ from .conftest import ZERO_LAYOUTS
 
 
 def run_config(output_dir: Path, **values):
-    from arpo_train_sft.train.config import RunConfig
+    from arpo_train_sft.config import RunConfig
 
     return RunConfig(path=Path("yaml/x.yaml"), overrides=(), values={"output_dir": str(output_dir), **values})
 

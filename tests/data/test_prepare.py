@@ -19,10 +19,8 @@ DEMO = DEMO_DATA
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from arpo_train_sft.demo.model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+def model_dir(tiny_model: Path) -> Path:
+    return tiny_model
 
 
 def invoke(module, *argv: str) -> int:

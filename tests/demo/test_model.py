@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from arpo_train_sft.demo.model import (
-    QWEN2_SPLIT_PATTERN,
-    build_qwen_tokenizer,
     build_tiny_model,
     ensure_demo_model,
     qwen_tiktoken_path,
 )
 from arpo_train_sft.errors import UserError
+from arpo_train_sft.family import QWEN2_SPLIT_PATTERN
 
 # Written out independently of the module's table so that a reordering there is caught here.
 EXPECTED_ADDED_IDS = {
@@ -63,8 +62,8 @@ SAMPLE_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return build_qwen_tokenizer()
+def tokenizer(qwen_tokenizer):
+    return qwen_tokenizer  # the session's build_qwen_tokenizer(); these tests only read it
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +81,8 @@ def reference_encoding():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+def model_dir(tiny_model: Path) -> Path:
+    return tiny_model  # the session's build_tiny_model(dir, seed=0)
 
 
 def _weights(model_dir: Path) -> dict:

@@ -7,6 +7,8 @@ labels must equal `qwen`'s except at exactly the result tokens an independent or
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 import arpo_train_sft
@@ -18,11 +20,9 @@ from .rows import IGNORE, assistant_messages, demo_rows, encode, row
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from arpo_train_sft.demo.model import build_qwen_tokenizer
-
+def tokenizer(qwen_tokenizer):
     arpo_train_sft.register()
-    return build_qwen_tokenizer()
+    return copy.deepcopy(qwen_tokenizer)  # LLaMA-Factory's template fix adds tokens to the one it is given
 
 
 def masked_text(tokenizer, example: dict) -> str:

@@ -7,6 +7,7 @@ A failure names the item and what changed: read that item again in the new relea
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import inspect
 from pathlib import Path
@@ -29,10 +30,9 @@ def params(function) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    from arpo_train_sft.demo.model import build_qwen_tokenizer
-
-    return build_qwen_tokenizer()
+def tokenizer(qwen_tokenizer):
+    """A copy: LLaMA-Factory's template fix adds tokens to the tokenizer it is handed."""
+    return copy.deepcopy(qwen_tokenizer)
 
 
 def llamafactory_imports(path: Path) -> list[tuple[str, str]]:

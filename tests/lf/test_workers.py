@@ -20,11 +20,14 @@ METHODS = ["spawn", "forkserver", "fork"]
 
 
 @pytest.fixture(scope="module")
-def probe() -> dict:
+def probe(qwen_tokenizer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One parent that imported the plugin hands the template to a worker started by each method."""
+    tokenizer_dir = tmp_path_factory.mktemp("qwen-tokenizer")
+    qwen_tokenizer.save_pretrained(tokenizer_dir)  # loads in ~1 s where a rebuild takes ~10 s
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    call = f"from tests.lf.worker_probe import main; main({METHODS!r}, {str(tokenizer_dir)!r})"
     result = subprocess.run(
-        [sys.executable, "-c", f"from tests.lf.worker_probe import main; main({METHODS!r})"],
+        [sys.executable, "-c", call],
         cwd=REPO,
         env=run_env(PYTHONPATH=path),
         capture_output=True,
@@ -48,10 +51,8 @@ def test_unpickling_the_template_installs_the_hook_in_a_fresh_worker(probe: dict
     assert report["pooled_equal"] is True  # the worker's rows are the parent's, results masked
 
 
-def test_the_rows_workers_made_hide_every_result_token(probe: dict):
-    from arpo_train_sft.demo.model import build_qwen_tokenizer
-
-    tokenizer = build_qwen_tokenizer()
+def test_the_rows_workers_made_hide_every_result_token(probe: dict, qwen_tokenizer):
+    tokenizer = qwen_tokenizer
     hidden = 0
     for ids, labels in zip(probe["expected"]["input_ids"], probe["expected"]["labels"], strict=True):
         found = result_tokens(tokenizer, ids, answers())

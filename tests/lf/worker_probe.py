@@ -1,5 +1,5 @@
 """What a dataset worker sees, run in a fresh interpreter: `python -c "from tests.lf.worker_probe import main;
-main(['spawn'])"`. Prints one JSON line. Only the standard library at module level, so a spawned or forkserver
+main(['spawn'], TOKENIZER_DIR)"`. Prints one JSON line. Only the standard library at module level, so a spawned or forkserver
 worker that imports this module to find its functions gets nothing of the plugin from it.
 """
 
@@ -53,18 +53,19 @@ def encode(processor, batch: dict) -> dict:
     return {"at_start": dict(_AT_START), "input_ids": out["input_ids"], "labels": out["labels"]}
 
 
-def main(methods: list[str]) -> None:
-    """Tokenize a few result-carrying rows with `qwen_mask_results` in workers started by each method."""
+def main(methods: list[str], tokenizer_dir: str) -> None:
+    """Tokenize a few result-carrying rows with `qwen_mask_results` in workers started by each method,
+    with the Qwen tokenizer saved at tokenizer_dir (the session's, tests/conftest.py)."""
     import dill
     import multiprocess
     from llamafactory.data.processor.supervised import SupervisedDatasetProcessor
     from llamafactory.data.template import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments
+    from transformers import AutoTokenizer
 
-    from arpo_train_sft.demo.model import build_qwen_tokenizer
     from arpo_train_sft.lf.masking import TEMPLATE_NAME
 
-    tokenizer = build_qwen_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     args = DataArguments(template=TEMPLATE_NAME, cutoff_len=512)
     template = get_template_and_fix_tokenizer(tokenizer, args)
     processor = SupervisedDatasetProcessor(

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from arpo_train_sft.cli import main
+from arpo_train_sft.config import load_run_config
 from arpo_train_sft.errors import EXIT_USER_ERROR, UserError
-from arpo_train_sft.train.config import load_run_config
+from arpo_train_sft.family import QWEN25_SHAPES, ModelShape
 from arpo_train_sft.train.estimate import estimate
 from arpo_train_sft.train.estimate.terms import GIB, activation_bytes, logits_bytes, read_setup
-from arpo_train_sft.train.shapes import QWEN25_SHAPES, ModelShape
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_PRESETS = [p for p in sorted((REPO / "yaml").glob("*.yaml")) if p.name != "demo_cpu.yaml"]
@@ -196,6 +196,44 @@ def test_header_without_hardware_needs_the_flags(tmp_path: Path):
 def test_unknown_hub_model_names_the_fix(tmp_path: Path):
     with pytest.raises(UserError, match="not a known hub id .*download the model"):
         estimate(load_run_config(config(tmp_path, model_name_or_path="someone/Llama-9B")))
+
+
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": 32000,
+}
+
+
+def llama_run(tmp_path: Path) -> Path:
+    """A run whose model is another family: no Qwen2 numbers may come out for it."""
+    model = tmp_path / "llama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA))
+    return config(tmp_path, model_name_or_path=str(model))
+
+
+def test_another_family_is_one_line_not_qwen2_numbers(tmp_path: Path, capsys):
+    path = llama_run(tmp_path)
+    with pytest.raises(UserError) as err:
+        estimate(load_run_config(path))
+    (line,) = err.value.problems
+    assert line.startswith(f"{tmp_path / 'llama' / 'config.json'}: no memory model for llama")
+    assert main(["estimate", str(path)]) == EXIT_USER_ERROR
+    (shown,) = capsys.readouterr().err.splitlines()
+    assert shown.startswith("arpo-sft: error: ") and "no memory model for llama" in shown
+
+
+def test_preflight_skips_the_memory_row_of_another_family_without_blocking(tmp_path: Path):
+    from arpo_train_sft.train.preflight.memory import check_memory
+    from arpo_train_sft.train.preflight.rows import SKIP, Gpu, Plan
+
+    plan = Plan(cfg=load_run_config(llama_run(tmp_path)), gpus=[Gpu("H100", 80.0)] * 8, env={})
+    (row,) = check_memory(plan)
+    assert row.status == SKIP and "no estimate: " in row.found and "no memory model for llama" in row.found
 
 
 def test_local_config_json_is_read(tmp_path: Path):

@@ -109,19 +109,22 @@ def probe_main() -> None:
 
 
 @pytest.fixture(scope="module")
-def measured(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+def measured(
+    checkout: Path, qwen_tokenizer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[list[dict], Path]:
     """Build the probe model, run two steps on 2 CPU ranks, return each rank's marks and the model dir."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from arpo_train_sft.demo.model import QWEN25_VOCAB_SIZE, build_qwen_tokenizer
-    from arpo_train_sft.train.launch import ENTRY_MODULE, torchrun_command, training_env
+    from arpo_train_sft.config import ENTRY_MODULE
+    from arpo_train_sft.family import QWEN25_VOCAB_SIZE
+    from arpo_train_sft.train.launch import torchrun_command, training_env
     from arpo_train_sft.train.topology import Topology, free_port
 
     tmp = tmp_path_factory.mktemp("estimate")
     model_dir = tmp / "model"
     config = Qwen2Config(vocab_size=QWEN25_VOCAB_SIZE, tie_word_embeddings=True, **SHAPE)
     Qwen2ForCausalLM(config).save_pretrained(model_dir)
-    build_qwen_tokenizer().save_pretrained(model_dir)
+    qwen_tokenizer.save_pretrained(model_dir)
 
     overrides = (*OVERRIDES, f"model_name_or_path={model_dir}", f"output_dir={tmp / 'out'}")
     cmd = torchrun_command(
@@ -137,7 +140,7 @@ def measured(checkout: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 @pytest.mark.integration
 def test_estimate_within_tolerance_of_a_real_cpu_step(measured, checkout: Path, monkeypatch):
-    from arpo_train_sft.train.config import load_run_config
+    from arpo_train_sft.config import load_run_config
     from arpo_train_sft.train.estimate import estimate
 
     ranks, model_dir = measured

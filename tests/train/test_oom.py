@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from arpo_train_sft.config import RunConfig
 from arpo_train_sft.errors import EXIT_OOM
-from arpo_train_sft.train.config import RunConfig
 from arpo_train_sft.train.oom import MARKER, oom_line, read_note, write_note
 
 from ..conftest import REPO, run_env

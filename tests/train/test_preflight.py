@@ -1,4 +1,7 @@
-"""`arpo-sft preflight`: bad input is one named line and exit 2; a good config passes; guardrails warn."""
+"""`arpo-sft preflight`: a good config passes; guardrails warn; what each row checks.
+
+Bad keys, values and flags, one named line and exit 2: tests/bad_input/test_train.py.
+"""
 
 from __future__ import annotations
 
@@ -57,76 +60,6 @@ def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     assert len(lines) == 1, lines
     assert lines[0].startswith("arpo-sft: error: ")
     return lines[0]
-
-
-@pytest.mark.parametrize(
-    ("override", "named"),
-    [
-        ("learning_rate=abc", "learning_rate: 'abc' is not a number"),
-        ("num_train_epochs=-1", "num_train_epochs: -1 must be above 0"),
-        ("per_device_train_batch_size=0", "per_device_train_batch_size: 0 must be at least 1"),
-        ("cutoff_len=-1", "cutoff_len: -1 must be at least 1"),
-        ("template=qwen_masked", "template 'qwen_masked' is not a known template: did you mean"),
-        ("learning_rte=1e-5", "unknown key 'learning_rte': did you mean 'learning_rate'?"),
-        ("bf16=maybe", "bf16: 'maybe' is not true or false"),
-        ("lr_scheduler_type=cosinus", "lr_scheduler_type: 'cosinus' is not one of"),
-        ("learning_rate=.inf", "learning_rate: inf is not a finite number"),
-        ("warmup_ratio=1.5", "warmup_ratio: 1.5 must be at most 0.999999"),
-        ("save_steps=.nan", "save_steps: nan is not a finite number"),
-        ("report_to=wandbb", "report_to: 'wandbb' is not a logging backend transformers knows"),
-        ("output_dir=", "output_dir: None is not a directory path"),
-        ("max_steps=0", "max_steps: 0 must be at least 1: set max_steps to -1"),
-    ],
-)
-def test_bad_value_is_one_line_naming_the_key(in_checkout: Path, capsys, override: str, named: str):
-    line = refused(capsys, "preflight", "yaml/demo_cpu.yaml", override)
-    assert f"yaml/demo_cpu.yaml: {named}" in line
-
-
-def test_nonexistent_config(in_checkout: Path, capsys):
-    assert "yaml/nope.yaml: config file not found" in refused(capsys, "preflight", "yaml/nope.yaml")
-
-
-def test_unparsable_yaml_names_the_line(in_checkout: Path, capsys):
-    config = in_checkout / "yaml" / "broken_pf.yaml"
-    config.write_text("stage: sft\nlearning_rate: [1e-5\nbf16: false\n")
-    line = refused(capsys, "preflight", str(config))
-    assert f"{config}:" in line and "not valid YAML" in line
-
-
-@pytest.mark.parametrize(
-    ("argv", "named"),
-    [
-        (["--gpus", "abc"], "--gpus 'abc': expected a whole number"),
-        (["--gpus", "²"], "--gpus '²': expected a whole number from 1 to 1,024, in ASCII digits"),
-        (["--gpus", "0"], "--gpus 0: must be at least 1"),
-        (["--gpus", "10000000000"], "--gpus 10000000000: must be at most 1,024"),
-        (["--gpus", "8", "--gpu-mem", "-80"], "--gpu-mem -80: must be above 0"),
-        (["--gpus", "8", "--gpu-mem", "lots"], "--gpu-mem 'lots': expected"),
-    ],
-)
-def test_nonsense_flags_name_the_flag(in_checkout: Path, capsys, argv: list[str], named: str):
-    assert named in refused(capsys, "preflight", "yaml/demo_cpu.yaml", *argv)
-
-
-def test_master_port_out_of_range(in_checkout: Path, capsys, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MASTER_PORT", "99999")
-    line = refused(capsys, "preflight", "yaml/demo_cpu.yaml")
-    assert "MASTER_PORT=99999: must be at most 65,535" in line
-
-
-@pytest.mark.parametrize(
-    ("files", "named"),
-    [
-        (("tokenizer.json", "tokenizer_config.json"), "has no config.json"),
-        (("config.json",), "has no tokenizer files"),
-    ],
-)
-def test_incomplete_model_dir(in_checkout: Path, tmp_path: Path, capsys, files: tuple[str, ...], named: str):
-    for name in files:
-        (tmp_path / name).write_text("{}")
-    line = refused(capsys, "preflight", "yaml/demo_cpu.yaml", f"model_name_or_path={tmp_path}")
-    assert f"model_name_or_path {tmp_path} {named}" in line
 
 
 def test_llamafactory_and_deepspeed_refusals_come_from_their_own_checks(in_checkout: Path, capsys):
@@ -253,7 +186,7 @@ def test_guardrails_warn_but_do_not_fail(in_checkout: Path, monkeypatch: pytest.
 _EVERY_YAML = """
 import json, sys
 from pathlib import Path
-from arpo_train_sft.train.config import load_run_config
+from arpo_train_sft.config import load_run_config
 from arpo_train_sft.train.preflight.rows import Plan
 from arpo_train_sft.train.preflight.arguments import child_values
 from arpo_train_sft.train.preflight.child import deepspeed_mismatches, deepspeed_problems, llamafactory_problem
@@ -292,7 +225,7 @@ def test_every_shipped_yaml_passes_llamafactorys_own_parser():
 
 def plan_for(values: dict, gpus: list | None = None, env: dict | None = None, declared: bool = False):
     """A Plan over `values` as if read from x.yaml, for calling one check directly (no child process)."""
-    from arpo_train_sft.train.config import RunConfig
+    from arpo_train_sft.config import RunConfig
     from arpo_train_sft.train.preflight.rows import Plan
 
     cfg = RunConfig(path=Path("x.yaml"), overrides=(), values=values)
@@ -455,10 +388,10 @@ def test_memory_row_is_the_estimate_for_the_planned_gpus(tmp_path: Path, monkeyp
 
 
 def test_a_check_child_that_crashes_is_one_failed_row_and_the_rest_say_why_they_did_not_run(monkeypatch):
-    from arpo_train_sft.train.preflight import arguments
+    from arpo_train_sft.train.preflight import arguments, server
     from arpo_train_sft.train.preflight.rows import SKIP
 
-    monkeypatch.setattr(arguments.sys, "executable", "/bin/false")  # exits 1 and prints nothing
+    monkeypatch.setattr(server.sys, "executable", "/bin/false")  # exits 1 and prints nothing
     rows = arguments.check_config(plan_for({"template": "qwen", "cutoff_len": 0}))
     assert [(row.check, row.status) for row in rows] == [
         ("keys", SKIP),
@@ -490,7 +423,7 @@ def test_declared_gpus_need_a_memory_size(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_nul_bytes_in_config_values_are_one_line(tmp_path: Path):
     config = tmp_path / "run.yaml"
     config.write_text('stage: sft\noutput_dir: "out\\0dir"\n')
-    from arpo_train_sft.train.config import load_run_config
+    from arpo_train_sft.config import load_run_config
 
     with pytest.raises(UserError) as err:
         load_run_config(config)

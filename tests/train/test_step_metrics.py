@@ -1,19 +1,19 @@
 """metrics.jsonl, the summary line and the memory calibration line through the real stack on CPU.
 
-One 2-rank ZeRO-3 demo run of 4 steps (checkpoints at 2 and 4), then the same command with max_steps=6,
-which resumes from checkpoint-4: its records must start at step 5 and count only the steps since.
+Read from the session's runs (tests/conftest.py), as every launch writes them: the demo (2 ranks, ZeRO-3,
+DEMO_STEPS steps) and the kill-and-resume drill, whose relaunch resumes from checkpoint-SAVED: its
+records must start at step SAVED + 1 and count only the steps since.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from ..conftest import run_env
+from ..conftest import DEMO_STEPS, KILLED_AFTER, SAVED, ResumedRun
 
 pytestmark = pytest.mark.integration
 
@@ -30,39 +30,35 @@ CALIBRATION = re.compile(
 )
 
 
-def train(checkout: Path, output_dir: Path, max_steps: int) -> subprocess.CompletedProcess:
-    command = [
-        "bash",
-        "sft_train.sh",
-        "yaml/demo_cpu.yaml",
-        f"max_steps={max_steps}",
-        "save_steps=2",
-        "logging_steps=1",
-        f"cutoff_len={CUTOFF}",
-        f"output_dir={output_dir}",
-    ]
-    result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def records(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def launches(output_dir: Path) -> list[str]:
+    """training.log, one string per launch."""
+    return (output_dir / "training.log").read_text(encoding="utf-8").split("\n===== ")[1:]
 
 
 @pytest.fixture(scope="module")
-def runs(checkout: Path) -> tuple[Path, list[dict], list[dict], list[str]]:
-    """(output_dir, records of the first launch, records of the resumed one, training.log per launch)."""
-    output_dir = checkout / "checkpoints" / "step-metrics"
-    train(checkout, output_dir, max_steps=4)
-    first = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    result = train(checkout, output_dir, max_steps=6)
-    assert f"resuming from {output_dir}/checkpoint-4\n" in result.stdout
-    every = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    assert every[: len(first)] == first  # appended, as trainer_log.jsonl is
-    launches = (output_dir / "training.log").read_text(encoding="utf-8").split("\n===== ")[1:]
-    return output_dir, first, every[len(first) :], launches
+def runs(demo_run, resumed_run: ResumedRun) -> tuple[list[dict], list[dict], list[str]]:
+    """(records of the demo's one launch, records of the drill's relaunch, training.log of each launch)."""
+    result, demo_dir = demo_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    relaunch, output_dir = resumed_run.relaunch, resumed_run.output_dir
+    assert relaunch.returncode == 0, relaunch.stdout[-3000:] + relaunch.stderr[-3000:]
+    assert f"resuming from {output_dir}/checkpoint-{SAVED}\n" in relaunch.stdout
+    every = [r["step"] for r in records(output_dir)]
+    # appended, as trainer_log.jsonl is: the killed launch's records are still there, then the relaunch's
+    killed = every.index(SAVED + 1, KILLED_AFTER)
+    assert every[:killed] == list(range(1, killed + 1)) and killed >= KILLED_AFTER
+    (demo_launch,) = launches(demo_dir)
+    _, resumed_launch = launches(output_dir)
+    return records(demo_dir), records(output_dir)[killed:], [demo_launch, resumed_launch]
 
 
 def test_every_logged_step_has_the_fields(runs):
-    _, first, _, _ = runs
-    assert [r["step"] for r in first] == [1, 2, 3, 4]
+    first, _, _ = runs
+    assert [r["step"] for r in first] == list(range(1, DEMO_STEPS + 1))
     for record in first:
         assert set(record) == FIELDS
         assert record["tokens"] == STEP_TOKENS
@@ -73,20 +69,21 @@ def test_every_logged_step_has_the_fields(runs):
 
 
 def test_a_resumed_run_is_counted_from_the_resumed_step(runs):
-    _, first, resumed, _ = runs
-    assert [r["step"] for r in resumed] == [5, 6]
+    first, resumed, _ = runs
+    assert [r["step"] for r in resumed] == list(range(SAVED + 1, DEMO_STEPS + 1))
     # One step's tokens over one step's time: neither the tokens nor the clock start at step 0.
-    assert [r["tokens"] for r in resumed] == [STEP_TOKENS, STEP_TOKENS]
-    assert resumed[0]["seconds"] < sum(r["seconds"] for r in first)
+    assert [r["tokens"] for r in resumed] == [STEP_TOKENS] * len(resumed)
+    assert resumed[0]["seconds"] < sum(r["seconds"] for r in first[:SAVED])
     for record in resumed:
+        assert set(record) == FIELDS
         rate = record["tokens"] / record["seconds"] / RANKS
         assert record["tokens_per_second_per_gpu"] == pytest.approx(rate, rel=1e-3)
 
 
 def test_each_launch_logs_one_calibration_line_and_one_summary(runs):
-    _, first, resumed, launches = runs
+    first, resumed, launches = runs
     assert len(launches) == 2
-    for launch, records, first_step in zip(launches, (first, resumed), (1, 5), strict=True):
+    for launch, records, first_step in zip(launches, (first, resumed), (1, SAVED + 1), strict=True):
         (calibration,) = CALIBRATION.findall(launch)
         assert int(calibration[0]) == first_step
         # The demo's estimate (tests/train/test_estimate_measured.py checks it against a measured step).

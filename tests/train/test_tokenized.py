@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from arpo_train_sft.config import RunConfig, load_run_config
 from arpo_train_sft.lf import fastbpe
-from arpo_train_sft.train.config import RunConfig, load_run_config
 from arpo_train_sft.train.tokenized import DATASET, MANIFEST, check_entry, tokenized_overrides, write_manifest
 from arpo_train_sft.train.tokenized import build as tokenized_build
 from arpo_train_sft.train.tokenized import key as tokenized_key

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from arpo_train_sft.config import RunConfig
 from arpo_train_sft.lf.tokenize import data_arg_names
-from arpo_train_sft.train.config import RunConfig
 from arpo_train_sft.train.tokenized import DATASET, MANIFEST, cache_root, check_entry
 from arpo_train_sft.train.tokenized.key import build_args, cache_key, key_inputs
 
@@ -30,7 +30,7 @@ LAUNCHER = r"""
 import json, sys, time
 from pathlib import Path
 from arpo_train_sft.lf.tokenize import data_arg_names
-from arpo_train_sft.train.config import RunConfig
+from arpo_train_sft.config import RunConfig
 from arpo_train_sft.train.tokenized import build, tokenized_overrides
 
 config, control, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -209,7 +209,7 @@ def test_a_reuser_and_a_finished_entry_do_not_block_each_other(config, launchers
 REAL_LAUNCHER = r"""
 import sys
 from pathlib import Path
-from arpo_train_sft.train.config import load_run_config
+from arpo_train_sft.config import load_run_config
 from arpo_train_sft.train.tokenized import tokenized_overrides
 print(tokenized_overrides(load_run_config(Path("yaml/demo_cpu.yaml"), sys.argv[1:]))[0], flush=True)
 """

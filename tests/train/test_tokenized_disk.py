@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from arpo_train_sft.config import RunConfig, load_run_config
 from arpo_train_sft.errors import EXIT_ENVIRONMENT, EXIT_USER_ERROR, UserError
-from arpo_train_sft.train.config import RunConfig, load_run_config
 from arpo_train_sft.train.tokenized import build as tokenized_build
 from arpo_train_sft.train.tokenized import tokenized_overrides
 

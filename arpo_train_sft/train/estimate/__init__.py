@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...config import RunConfig
 from ...errors import UserError
-from ..config import RunConfig
 from ..hardware import GPUS
 from ..values import GPU_MEM_GIB, Bound, parse_number
 from .advice import advise

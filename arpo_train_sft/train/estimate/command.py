@@ -11,7 +11,7 @@ from ...errors import UserError
 
 def run(args: argparse.Namespace) -> int:
     """Estimate, then print the breakdown (or the JSON); exit 0 whether or not it fits."""
-    from ..config import load_run_config
+    from ...config import load_run_config
     from ..hardware import gpu_count, gpu_memory
     from . import estimate
 

@@ -13,9 +13,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...config import RunConfig
 from ...errors import UserError
-from ..config import RunConfig
-from ..shapes import ModelShape, model_shape
+from ...family import ModelShape
+from ..shapes import model_shape
 from ..values import Bound, config_int, json_number
 
 GIB = 1024**3

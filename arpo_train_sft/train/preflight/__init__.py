@@ -115,7 +115,7 @@ def gpus_for(
 
 def make_plan(args: argparse.Namespace, fresh: bool = False) -> Plan:
     """Load the config with its overrides and collect what the checks judge it against."""
-    from ..config import load_run_config
+    from ...config import load_run_config
 
     cfg = load_run_config(Path(args.config), args.overrides)
     gpus, declared = gpus_for(getattr(args, "gpus", None), getattr(args, "gpu_mem", None), cfg.path)

@@ -10,8 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ...config import RunConfig, global_batch
 from ...demo.model import DEMO_MODEL_DIR
-from ..config import RunConfig
 from .rows import FAIL, OK, SKIP, WARN, Plan, Row
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -199,12 +199,10 @@ def _saves(plan: Plan) -> int | None:
             if not rows:
                 return None
             rows = min(rows, values.get("max_samples") or rows)
-            batch = values.get("per_device_train_batch_size", 8) * values.get(
-                "gradient_accumulation_steps", 1
-            )
-            steps = math.ceil(
-                values.get("num_train_epochs", 3.0) * math.ceil(rows / (batch * world_size(plan)))
-            )
+            batch = global_batch(values, world_size(plan))
+            if batch is None:
+                return None
+            steps = math.ceil(values.get("num_train_epochs", 3.0) * math.ceil(rows / batch))
         save_steps = values.get("save_steps", 500)
         return int(1 / save_steps) if save_steps < 1 else int(steps // save_steps)
     except (TypeError, ValueError, OverflowError, ZeroDivisionError):  # the values row names the bad number

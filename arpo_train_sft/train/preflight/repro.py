@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...arpo.recipe import ARPO_CUTOFF_LEN, ARPO_EPOCHS, ARPO_GLOBAL_BATCH, ARPO_LEARNING_RATE, ARPO_TEMPLATE
+from ...config import batch_sizes, global_batch
 from .rows import OK, WARN, Plan, Row
 
 MASKING_TEMPLATE = "qwen_mask_results"
@@ -16,17 +17,15 @@ ARPO_LOSS_VALUE = False
 def departures(values: dict, world_size: int) -> list[tuple[str, str]]:
     """(what departs, why it matters) for each result-changing setting that differs from ARPO's run."""
     found = []
-    per_device = values.get("per_device_train_batch_size", 8)
-    accumulation = values.get("gradient_accumulation_steps", 1)
-    if isinstance(per_device, int) and isinstance(accumulation, int):
-        batch = per_device * accumulation * world_size
-        if batch != ARPO_GLOBAL_BATCH:
-            found.append(
-                (
-                    f"global batch {batch} = {per_device} per device x {accumulation} accumulation x {world_size} ranks",
-                    f"ARPO used {ARPO_GLOBAL_BATCH}; another batch changes the number and size of steps, so the fit",
-                )
+    batch = global_batch(values, world_size)
+    if batch is not None and batch != ARPO_GLOBAL_BATCH:
+        per_device, accumulation = batch_sizes(values)
+        found.append(
+            (
+                f"global batch {batch} = {per_device} per device x {accumulation} accumulation x {world_size} ranks",
+                f"ARPO used {ARPO_GLOBAL_BATCH}; another batch changes the number and size of steps, so the fit",
             )
+        )
     lr = values.get("learning_rate", 5e-5)
     if lr != ARPO_LEARNING_RATE:
         found.append((f"learning_rate {lr}", f"ARPO used {ARPO_LEARNING_RATE:g}"))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import RunConfig
+from ...config import RunConfig
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 # Every check's name, in table order: what `train --allow CHECK` accepts (a test reads every Row the

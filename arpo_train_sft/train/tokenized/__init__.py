@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ...atomic import atomic_writer
-from ..config import RunConfig
-from ..launch import say
+from ...config import RunConfig
+from ...console import say
 from . import lock
 from .build import build_entry, run_build, work_dir, write_error
 from .entry import DATASET, MANIFEST, check_entry, identity, write_manifest

@@ -15,8 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from ...config import RunConfig
 from ...secrets import is_secret_key
-from ..config import RunConfig
 
 # Config keys passed to the build that cannot change its output (how many processes tokenize). Secrets are
 # left out too (secrets.is_secret_key): the inputs are written to the entry's manifest.

@@ -83,7 +83,7 @@ def building(root: Path, key: str, waiting: str) -> Iterator[None]:
     """Be the one launcher building `key`; print `waiting` first when another one is at it."""
     path = build_lock(root, key)
     if not _lock(path, fcntl.LOCK_EX | fcntl.LOCK_NB):
-        from ..launch import say
+        from ...console import say
 
         say(waiting)
         _lock(path, fcntl.LOCK_EX)

@@ -10,7 +10,7 @@ import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from arpo_train_sft.checkpoint.stopped import NOTE, read_note
-from arpo_train_sft.lf.preempt import SaveOnSigterm
+from arpo_train_sft.rank.preempt import SaveOnSigterm
 
 
 @pytest.fixture

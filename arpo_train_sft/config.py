@@ -1,14 +1,18 @@
-"""Load a training YAML plus `key=value` overrides exactly as LLaMA-Factory will read them."""
+"""A training YAML plus `key=value` overrides, read exactly as LLaMA-Factory will read them on the ranks."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..secrets import remember
+from .errors import UserError
+from .secrets import remember
 
+# What torchrun runs on every rank, given the config and its overrides: `python -m ENTRY_MODULE CONFIG [k=v ...]`.
+# Users' training.log and model cards name it, so it keeps this name.
+ENTRY_MODULE = "arpo_train_sft.entry"
 # Settings that need a CUDA device; a config without any of them can train on CPU ranks.
 _GPU_ONLY_FLAGS = ("bf16", "fp16", "pure_bf16", "enable_liger_kernel", "use_unsloth")
 _GPU_ONLY_ATTENTION = ("fa2", "fa3")
@@ -88,3 +92,16 @@ def _has_nul(value: Any, depth: int = 0) -> bool:
         return False
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     return any(_has_nul(item, depth + 1) for item in items)
+
+
+def batch_sizes(values: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(per_device_train_batch_size, gradient_accumulation_steps), transformers' defaults (8, 1) where unset."""
+    return values.get("per_device_train_batch_size", 8), values.get("gradient_accumulation_steps", 1)
+
+
+def global_batch(values: Mapping[str, Any], world_size: int) -> int | None:
+    """Sequences per optimizer step: micro-batch x accumulation x ranks; None when a size is not a whole number."""
+    per_device, accumulation = batch_sizes(values)
+    if type(per_device) is not int or type(accumulation) is not int:
+        return None
+    return per_device * accumulation * world_size

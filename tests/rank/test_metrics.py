@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import Qwen2Config, TrainerControl, TrainerState, TrainingArguments
 
-from arpo_train_sft.lf import metrics
-from arpo_train_sft.lf.metrics import PEAK_ENV, Reading, RecordWriter, StepMetrics, peak_tflops
-from arpo_train_sft.train.shapes import QWEN25_SHAPES, flops_per_token, training_flops
+from arpo_train_sft.family import QWEN25_SHAPES
+from arpo_train_sft.rank import metrics
+from arpo_train_sft.rank.metrics import PEAK_ENV, Reading, RecordWriter, StepMetrics, peak_tflops
+from arpo_train_sft.train.shapes import flops_per_token, training_flops
 
 from ..conftest import REPO
 
@@ -173,3 +174,20 @@ def test_the_callback_counts_training_tokens_and_writes_one_record_per_logged_st
     assert memory.startswith("[arpo-sft] memory after step 1: not measured on CPU")
     assert "no estimate: model_name_or_path nowhere/model" in memory
     assert out[-1].startswith("[arpo-sft] throughput: ") and out[-1].endswith("MFU n/a, peak memory n/a")
+
+
+def test_another_family_trains_on_with_a_null_mfu_and_one_line_why(tmp_path: Path, capsys):
+    from transformers import LlamaConfig
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    model = Tiny()
+    model.config = LlamaConfig(
+        hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, vocab_size=32
+    )
+    callback = StepMetrics([str(REPO / "yaml" / "demo_cpu.yaml"), "model_name_or_path=nowhere/model"])
+    callback.on_train_begin(args, TrainerState(), TrainerControl(), model=model)
+    assert callback.shape is None
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "mfu is null" in line]
+    assert warnings == [
+        "[arpo-sft] warning: mfu is null: no memory model for llama (the estimate knows qwen2 only)"
+    ]

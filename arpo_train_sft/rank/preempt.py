@@ -9,7 +9,8 @@ is not finished, and a relaunch resumes from that checkpoint.
 
 The same all-reduce carries `health`'s loss and gradient-norm codes when a StopOnNonFinite is given, so
 watching for divergence adds no collective: a step that is not finite stops every rank before any save,
-SIGTERM or not. Attached by `lf.entry` to `run_exp(callbacks=...)`; `llamafactory-cli train` runs without it.
+SIGTERM or not. Attached by `arpo_train_sft.entry` to LLaMA-Factory's `run_exp(callbacks=...)`;
+`llamafactory-cli train` runs without it.
 """
 
 from __future__ import annotations

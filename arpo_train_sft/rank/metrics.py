@@ -31,10 +31,11 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from ..config import load_run_config
 from ..errors import UserError
-from ..train.config import load_run_config
+from ..family import ModelShape, UnknownFamily, shape_from_config
 from ..train.estimate import estimate
-from ..train.shapes import ModelShape, shape_from_config, training_flops
+from ..train.shapes import training_flops
 
 METRICS = "metrics.jsonl"
 PEAK_ENV = "ARPO_SFT_PEAK_TFLOPS"
@@ -222,6 +223,8 @@ class StepMetrics(TrainerCallback):
         self.writer = RecordWriter(Path(args.output_dir) / METRICS)
         try:
             self.shape = shape_from_config(model.config.to_dict())
+        except UnknownFamily as err:  # no Qwen2 FLOPs for another family: training goes on without MFU
+            say(f"warning: mfu is null: {err}")
         except (KeyError, TypeError, ValueError) as err:
             say(f"warning: mfu is null: no model shape in {type(model.config).__name__} ({err!r})")
         if args.device.type == "cuda":

@@ -16,8 +16,8 @@ from transformers import PretrainedConfig, Trainer, TrainerControl, TrainerState
 from transformers.modeling_outputs import CausalLMOutput
 
 from arpo_train_sft.checkpoint import diverged, stopped
-from arpo_train_sft.lf.health import NORMED, StopOnNonFinite, code, grad_norm
-from arpo_train_sft.lf.preempt import SaveOnSigterm
+from arpo_train_sft.rank.health import NORMED, StopOnNonFinite, code, grad_norm
+from arpo_train_sft.rank.preempt import SaveOnSigterm
 
 
 class Tiny(torch.nn.Module):

@@ -7,7 +7,7 @@ import threading
 
 from torch.distributed import TCPStore
 
-from arpo_train_sft.checkpoint.agree import agree_on_resume
+from arpo_train_sft.rank.agree import agree_on_resume
 from arpo_train_sft.train.topology import free_port
 
 
