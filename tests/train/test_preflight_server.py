@@ -52,6 +52,10 @@ def test_answers_in_forks_equal_a_fresh_process_each(monkeypatch: pytest.MonkeyP
     assert served[1]["llamafactory"] is None and served[1]["deepspeed"] == []
     assert served[2]["keys"] and not served[2]["parsed"]  # the typo'd key is named, nothing parsed
     assert len(server._servers) == 1  # every request above went to the same serving child
+    (pid,) = [s.proc.pid for s in server._servers.values()]
+    other_test = {**_env(), "PYTEST_CURRENT_TEST": "another test (call)"}  # pytest sets it for every test
+    assert server.ask(other_test, REQUESTS[2], 600, fork=True) == served[2]
+    assert [s.proc.pid for s in server._servers.values()] == [pid]
 
 
 @pytest.mark.integration

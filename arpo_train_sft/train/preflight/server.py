@@ -31,6 +31,8 @@ CRASH_MARK = "ARPO_PREFLIGHT_CRASH "
 MODULE = "arpo_train_sft.train.preflight.child"
 SERVE_FLAG = "--serve"
 TAIL_BYTES = 4096
+# A fresh port for each request's process group; pytest's name of the running test, set for every test.
+PER_REQUEST = ("MASTER_PORT", "PYTEST_CURRENT_TEST")
 
 
 class NoAnswer(Exception):
@@ -63,7 +65,8 @@ def _answer_in_fork(answer: Callable[[dict[str, Any]], dict[str, Any]], request:
             try:
                 os.close(read_end)
                 os.dup2(errors.fileno(), 1), os.dup2(errors.fileno(), 2)
-                os.environ.update(request.pop("env", {}))
+                os.environ.clear()  # exactly the launcher's environment for this request
+                os.environ.update(request.pop("env"))
                 os.chdir(request.pop("cwd", os.getcwd()))
                 with os.fdopen(write_end, "w") as out:
                     out.write(json.dumps(answer(request)))
@@ -111,13 +114,14 @@ _servers: dict[tuple[object, ...], _Server] = {}
 def ask(env: dict[str, str], request: dict[str, Any], timeout_s: float, fork: bool) -> dict[str, Any]:
     """The child's answer to `request` in `env`; NoAnswer with the reason if it crashed or hung.
 
-    The interpreter and `env` without MASTER_PORT pick the serving child; MASTER_PORT and the working directory travel with the
-    request, so each fork sets up its own process group where the launcher's paths resolve.
+    Each fork runs in exactly `env` and the launcher's working directory. The serving child is picked by
+    the interpreter and `env` less PER_REQUEST, the variables that change from call to call and that
+    nothing reads while the stack is imported.
     """
-    request = {**request, "env": {"MASTER_PORT": env["MASTER_PORT"]}, "cwd": os.getcwd()}
+    request = {**request, "env": env, "cwd": os.getcwd()}
     if not fork:
         return _ask_fresh(env, request, timeout_s)
-    key = (sys.executable, *sorted((k, v) for k, v in env.items() if k != "MASTER_PORT"))
+    key = (sys.executable, *sorted((k, v) for k, v in env.items() if k not in PER_REQUEST))
     server = _servers.get(key)
     if server is None or server.proc.poll() is not None:
         stop_all()  # one serving child at a time: each holds the whole stack in memory (about 1 GB)
