@@ -78,6 +78,15 @@ def run_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared checkout as the working directory, with no rendezvous settings from the caller."""
+    monkeypatch.chdir(checkout)
+    for name in ("MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    return checkout
+
+
 @pytest.fixture(scope="session")
 def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
     """`bash sft_train.sh yaml/demo_cpu.yaml` in a fresh checkout (no model yet), with DEMO_OVERRIDES."""

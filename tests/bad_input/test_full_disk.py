@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -59,22 +58,11 @@ def fast_verify(monkeypatch: pytest.MonkeyPatch) -> None:
     from arpo_train_sft.verify.loop import Step
     from arpo_train_sft.verify.sandbox import SandboxResult
 
+    from ..verify.scripted import script_the_model
+
     answer = Step("<think>easy</think>\n<answer>\\boxed{2}</answer>", 12, True)
 
-    class Scripted:  # answers every prompt at once
-        name = "scripted"
-
-        def prompt(self, question: str) -> str:
-            return question
-
-        def default_batch_size(self, limits) -> int:
-            return 1
-
-        def generate(self, rows, on_done) -> None:
-            for row in rows:
-                on_done(row.key, answer)
-
-    monkeypatch.setattr(command, "_model_engine", lambda kind, path: contextlib.nullcontext(Scripted()))
+    script_the_model(monkeypatch, lambda: answer)
     probe = SandboxResult("2\n", "", 0, False, None, "isolated", 0)
     monkeypatch.setattr(command, "run_python", lambda code, allow_weak: probe)
 

@@ -15,14 +15,6 @@ from arpo_train_sft.errors import EXIT_INTERNAL, EXIT_USER_ERROR
 from ..conftest import run_env
 
 
-@pytest.fixture
-def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(checkout)
-    for name in ("MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR"):
-        monkeypatch.delenv(name, raising=False)
-    return checkout
-
-
 def train_errors(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
     """Run `arpo-sft train ARGV` in-process; it must refuse, and say why on stderr."""
     code = main(["train", *argv])

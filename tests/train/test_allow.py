@@ -18,7 +18,7 @@ from arpo_train_sft.train import launch
 from arpo_train_sft.train.preflight.rows import CHECKS, FAIL, OK, WARN, Gpu
 
 from ..conftest import REPO, run_env
-from .test_preflight import DEMO_CHECKS, in_checkout, plan_for  # noqa: F401  (in_checkout is a fixture)
+from .test_preflight import DEMO_CHECKS, plan_for
 
 PREFLIGHT = REPO / "arpo_train_sft" / "train" / "preflight"
 
@@ -51,7 +51,7 @@ def test_an_unknown_check_is_one_line_listing_the_names(capsys):
 
 
 def test_allow_launches_despite_that_row_and_records_it(
-    in_checkout: Path,  # noqa: F811  (the fixture imported above)
+    in_checkout: Path,
     tmp_path: Path,
     capsys,
     monkeypatch,

@@ -43,25 +43,6 @@ DEMO_CHECKS = [
 ]
 
 
-@pytest.fixture
-def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(checkout)
-    for name in ("MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR"):
-        monkeypatch.delenv(name, raising=False)
-    return checkout
-
-
-def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run `arpo-sft ARGV` in-process; it must exit 2 with exactly one error line, and return it."""
-    assert main(list(argv)) == EXIT_USER_ERROR
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("arpo-sft: error: ")
-    return lines[0]
-
-
 def test_llamafactory_and_deepspeed_refusals_come_from_their_own_checks(in_checkout: Path, capsys):
     config = json.loads((in_checkout / "examples" / "deepspeed" / "ds_z3_config.json").read_text())
     config["zero_optimization"].update(stage=7)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -14,6 +13,8 @@ from arpo_train_sft.verify import command, sandbox
 from arpo_train_sft.verify.loop import Step
 from arpo_train_sft.verify.sandbox import command as sandbox_command
 from arpo_train_sft.verify.sandbox import isolation_problem, run_python
+
+from .scripted import script_the_model
 
 problem = isolation_problem()
 pytestmark = pytest.mark.skipif(
@@ -96,20 +97,7 @@ def test_verify_records_the_sandbox_mode_that_ran(
         _simulate_no_isolation(monkeypatch)
     pieces = ["<think>Count.</think>\n<python>print(6 * 7)</python>", "<answer>\\boxed{42}</answer>"]
 
-    class Scripted:  # stands in for the model: writes the pieces in turn
-        name = "scripted"
-
-        def prompt(self, question: str) -> str:
-            return question
-
-        def default_batch_size(self, limits) -> int:
-            return 1
-
-        def generate(self, rows, on_done) -> None:
-            for row in rows:
-                on_done(row.key, Step(pieces.pop(0), 5, False))
-
-    monkeypatch.setattr(command, "_model_engine", lambda kind, path: contextlib.nullcontext(Scripted()))
+    script_the_model(monkeypatch, lambda: Step(pieces.pop(0), 5, False))
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"question": "6 * 7?", "answer": "42"}\n')
     report = tmp_path / "verify.json"
