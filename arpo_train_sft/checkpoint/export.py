@@ -74,12 +74,11 @@ def _raise_problems(found: CheckpointScan) -> None:
 
 def _confirm_zero(found: CheckpointScan) -> CheckpointScan:
     """Scan again with the world size and stage the model states record."""
-    import torch
+    from .layout import deepspeed_record
 
-    # Model states (small under ZeRO-3) record the world size and DeepSpeed config: this also names a
-    # rank whose files are all gone, and tells ZeRO-1 from 2.
-    first = sorted(found.tag_dir.glob("*model_states.pt"))[0]
-    meta = torch.load(first, map_location="cpu", mmap=True, weights_only=False)
+    # Model states record the world size and DeepSpeed config: this also names a rank whose files are
+    # all gone, and tells ZeRO-1 from 2.
+    meta = deepspeed_record(found.tag_dir)
     world = max(found.world, int(meta.get("dp_world_size", found.world)))
     stage = meta.get("ds_config", {}).get("zero_optimization", {}).get("stage", found.stage)
     found = scan(found.path, world=world, stage=int(stage))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..console import say
 from ..errors import UserError
+from .reshape import Reshape
 from .scan import FINAL_WEIGHTS, list_checkpoints, scan
 
 if TYPE_CHECKING:
@@ -69,10 +70,11 @@ class Decision:
     resume_from: Path | None = None
     incomplete: tuple[tuple[Path, list[str]], ...] = ()
     move_aside: Path | None = None  # --fresh: the earlier run to set aside
+    reshape: Reshape | None = None  # resuming on another world size, stage or offload
 
 
-def decide(cfg: RunConfig, fresh: bool) -> Decision:
-    """The one resume decision for a launch; reads output_dir and changes nothing."""
+def decide(cfg: RunConfig, fresh: bool, world: int | None = None) -> Decision:
+    """The one resume decision for a launch on `world` ranks (None: as saved); reads, changes nothing."""
     out = cfg.output_dir
     if fresh:
         earlier = previous_run(out)
@@ -91,8 +93,15 @@ def decide(cfg: RunConfig, fresh: bool) -> Decision:
     plan = plan_resume(out)
     incomplete = tuple(plan.incomplete)
     if plan.resume_from is not None:
+        summary = f"resuming from {plan.resume_from}"
+        try:
+            reshape = _reshape(cfg, plan.resume_from, world)
+        except UserError as err:
+            return Decision("refuse", "; ".join(err.problems), incomplete=incomplete)
+        if reshape is not None:
+            summary += "; " + "; ".join(reshape.lines())
         return Decision(
-            "resume", f"resuming from {plan.resume_from}", resume_from=plan.resume_from, incomplete=incomplete
+            "resume", summary, resume_from=plan.resume_from, incomplete=incomplete, reshape=reshape
         )
     if earlier := previous_run(out):
         return Decision(
@@ -105,16 +114,60 @@ def decide(cfg: RunConfig, fresh: bool) -> Decision:
     return Decision("fresh", f"starts at step 0 (no checkpoint in {out})")
 
 
-def resume_overrides(cfg: RunConfig, fresh: bool, first_node: bool) -> tuple[str, ...]:
+def _reshape(cfg: RunConfig, checkpoint: Path, world: int | None) -> Reshape | None:
+    """What a launch on `world` ranks must change to load `checkpoint`; one line when it cannot."""
+    from .layout import planned_layout, saved_layout
+    from .reshape import plan_reshape
+
+    if world is None:
+        return None
+    _same_model(cfg, checkpoint)
+    return plan_reshape(saved_layout(scan(checkpoint)), planned_layout(cfg.values, world), str(checkpoint))
+
+
+# What a checkpoint's config.json must share with model_name_or_path's for its weights to fit the model.
+_SHAPE_KEYS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+)
+
+
+def _same_model(cfg: RunConfig, checkpoint: Path) -> None:
+    """Refuse a checkpoint of another model than the config's (DeepSpeed would fail on every rank)."""
+    import json
+
+    model = Path(str(cfg.values.get("model_name_or_path", ""))) / "config.json"
+    try:
+        ours = json.loads(model.read_text(encoding="utf-8"))
+        theirs = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a hub id, or no config saved: nothing to compare here; LLaMA-Factory reads the model
+    if not isinstance(ours, dict) or not isinstance(theirs, dict):
+        return
+    differ = [f"{k} {theirs.get(k)} vs {ours.get(k)}" for k in _SHAPE_KEYS if theirs.get(k) != ours.get(k)]
+    if differ:
+        raise UserError(
+            f"{checkpoint}: holds another model than model_name_or_path {model.parent} ({'; '.join(differ)}); "
+            "resume with the model this run started from, or set output_dir to a new directory"
+        )
+
+
+def resume_overrides(
+    cfg: RunConfig, fresh: bool, first_node: bool, world: int | None = None
+) -> tuple[str, ...]:
     """Carry out `decide`: set aside what it names (first node only), say so, and return the overrides."""
-    decision = decide(cfg, fresh)
+    decision = decide(cfg, fresh, world)
     for path, problems in decision.incomplete:
         note = f"warning: skipping incomplete checkpoint {path}: {'; '.join(problems)}"
         if first_node and decision.action != "refuse":
             note += f"; moved it to {set_aside(path, 'incomplete')}"
         say(note)
     if decision.action == "refuse":
-        raise UserError(f"{decision.summary}; {decision.fix}")
+        raise UserError(f"{decision.summary}; {decision.fix}" if decision.fix else decision.summary)
     if decision.move_aside is not None:
         if first_node:
             moved = set_aside(decision.move_aside, "previous")
@@ -126,5 +179,24 @@ def resume_overrides(cfg: RunConfig, fresh: bool, first_node: bool) -> tuple[str
         return ()
     if decision.resume_from is None:
         return ()
+    if decision.reshape is not None:
+        return _reshaped(cfg, decision.resume_from, decision.reshape)
     say(decision.summary)
     return (f"resume_from_checkpoint={decision.resume_from}",)
+
+
+def _reshaped(cfg: RunConfig, checkpoint: Path, reshape: Reshape) -> tuple[str, ...]:
+    """Say what changes, convert when DeepSpeed needs it, and the overrides that resume on the new layout."""
+    from .universal import CONFIG, prepare
+
+    say(f"resuming from {checkpoint}")
+    for line in reshape.lines():
+        say(line)
+    overrides = [f"resume_from_checkpoint={checkpoint}"]
+    if reshape.convert:
+        converted = prepare(scan(checkpoint), reshape.planned, cfg.values["deepspeed"])
+        say(f"universal checkpoint: resuming from {converted} ({checkpoint} is unchanged)")
+        overrides = [f"resume_from_checkpoint={converted}", f"deepspeed={converted / CONFIG}"]
+    if reshape.planned.accumulation != cfg.values.get("gradient_accumulation_steps", 1):
+        overrides.append(f"gradient_accumulation_steps={reshape.planned.accumulation}")
+    return tuple(overrides)

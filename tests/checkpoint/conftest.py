@@ -75,3 +75,60 @@ def make(tmp_path: Path, torch_bytes: bytes, safetensors_bytes: bytes):
         return path
 
     return build
+
+
+def train(
+    checkout: Path,
+    output_dir: Path,
+    config: str,
+    max_steps: int,
+    *flags: str,
+    preflight: bool = False,
+    **env: str,
+):
+    """`sft_train.sh yaml/demo_cpu.yaml` under examples/deepspeed/`config` with SHORT_RUN, in `checkout`."""
+    import subprocess
+
+    from ..conftest import SHORT_RUN, run_env
+
+    # Preflight is not what most runs test, and it costs a CPU-bound child per launch.
+    flags = (*flags, *(() if preflight or "--skip-preflight" in flags else ("--skip-preflight",)))
+    command = [
+        "bash",
+        "sft_train.sh",
+        "yaml/demo_cpu.yaml",
+        f"deepspeed=examples/deepspeed/{config}",
+        f"max_steps={max_steps}",
+        *SHORT_RUN,
+        f"output_dir={output_dir}",
+        *flags,
+    ]
+    return subprocess.run(
+        command, cwd=checkout, env=run_env(**env), capture_output=True, text=True, timeout=900
+    )
+
+
+def ok(result) -> bool:
+    return result.returncode == 0 or print(result.stdout[-3000:], result.stderr[-3000:])
+
+
+@pytest.fixture(scope="session")
+def two_step_run(checkout: Path, request: pytest.FixtureRequest):
+    """two_step_run(config) -> output_dir of a 2-step run on 2 ranks (checkpoint-1/, checkpoint-2/, final
+    model), trained once per session; read-only (copy it to relaunch it). ZeRO-3's is the session's
+    reference run (tests/train/test_multinode.py compares with it)."""
+    from ..conftest import ZERO3
+
+    runs: dict[str, Path] = {}
+
+    def get(config: str) -> Path:
+        if config not in runs:
+            if config == ZERO3:
+                runs[config] = request.getfixturevalue("zero3_reference")
+            else:
+                output_dir = checkout / "checkpoints" / f"two-step-{Path(config).stem}"
+                assert ok(train(checkout, output_dir, config, max_steps=2)), config
+                runs[config] = output_dir
+        return runs[config]
+
+    return get

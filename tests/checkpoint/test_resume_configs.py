@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, SHORT_RUN, ZERO3, run_env
+from ..conftest import REPO
+from .conftest import ok, train
 from .test_resume import logged_runs
 
 pytestmark = pytest.mark.integration
@@ -20,43 +20,15 @@ pytestmark = pytest.mark.integration
 CONFIGS = sorted(p.name for p in (REPO / "examples" / "deepspeed").glob("*.json"))
 
 
-def train(
-    checkout: Path, output_dir: Path, config: str, max_steps: int, *flags: str, preflight: bool = False
-) -> subprocess.CompletedProcess:
-    # Preflight is not what these runs test (the refusal below is), and it costs a CPU-bound child per launch.
-    flags = (*flags, *(() if preflight or "--skip-preflight" in flags else ("--skip-preflight",)))
-    command = [
-        "bash",
-        "sft_train.sh",
-        "yaml/demo_cpu.yaml",
-        f"deepspeed=examples/deepspeed/{config}",
-        f"max_steps={max_steps}",
-        *SHORT_RUN,
-        f"output_dir={output_dir}",
-        *flags,
-    ]
-    return subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
-
-
-def ok(result: subprocess.CompletedProcess) -> bool:
-    return result.returncode == 0 or print(result.stdout[-3000:], result.stderr[-3000:])
-
-
 @pytest.fixture(scope="module")
-def finished_run(checkout: Path, request: pytest.FixtureRequest):
-    """finished_run(config) -> output_dir of a 2-step run (checkpoint-1/, checkpoint-2/, final model), run once.
-
-    ZeRO-3's is a copy of the session's reference run (tests/train/test_multinode.py compares with it)."""
+def finished_run(two_step_run, checkout: Path):
+    """finished_run(config) -> a copy of the session's 2-step run under `config`, this module's to tear."""
     runs: dict[str, Path] = {}
 
     def get(config: str) -> Path:
         if config not in runs:
-            output_dir = checkout / "checkpoints" / f"resume-{Path(config).stem}"
-            if config == ZERO3:
-                shutil.copytree(request.getfixturevalue("zero3_reference"), output_dir)
-            else:
-                assert ok(train(checkout, output_dir, config, max_steps=2)), config
-            runs[config] = output_dir
+            runs[config] = checkout / "checkpoints" / f"resume-{Path(config).stem}"
+            shutil.copytree(two_step_run(config), runs[config])
         return runs[config]
 
     return get

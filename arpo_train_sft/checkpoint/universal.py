@@ -1,0 +1,171 @@
+"""A ZeRO checkpoint converted to DeepSpeed's universal format, beside the original, which is never changed.
+
+    <output_dir>/universal-checkpoint-N/
+        global_stepN_universal/   DeepSpeed's ds_to_universal output: each parameter whole, with its Adam state
+        latest_universal          names it (DeepSpeed's loader reads this file under `load_universal`)
+        ds_config.json            the launch's DeepSpeed config with checkpoint.load_universal = true
+        trainer_state.json, scheduler.pt, rng_state_<r>.pth, ...   the Trainer's own files, copied
+        source.json               written last: which checkpoint this came from (its trainer_state digest)
+
+The name does not start with `checkpoint-`, so neither the Trainer's save_total_limit rotation nor a
+resume scan takes it for a checkpoint. A relaunch that needs the same conversion again reuses it; the
+RNG files and ds_config.json are written for each launch's world size and config. Ranks the saving run
+did not have get the RNG state of rank r mod (saved world size): the sampler's order does not depend on it
+(it is seeded by `seed` and the epoch), dropout would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_writer, disk_filled, disk_full
+from ..console import say
+from ..errors import UserError
+from .layout import Layout
+from .scan import FINAL_WEIGHTS, MODEL_STATES, CheckpointScan
+
+PREFIX = "universal-"
+SOURCE = "source.json"
+CONFIG = "ds_config.json"
+_SKIPPED = {"latest", "zero_to_fp32.py", "zero_to_torch.py", *FINAL_WEIGHTS}
+ZERO3_MODEL_STATES = "zero_pp_rank_0_mp_rank_00_model_states.pt"
+_WORKERS_MAX = 8  # ds_to_universal's pools: one process per worker, each holding a shard in memory
+
+
+def universal_dir(checkpoint: Path) -> Path:
+    return checkpoint.with_name(PREFIX + checkpoint.name)
+
+
+def prepare(found: CheckpointScan, planned: Layout, deepspeed: Any) -> Path:
+    """The universal copy of `found` ready for a launch of `planned` (converting it once); its path."""
+    target = universal_dir(found.path)
+    digest = _digest(found.path / "trainer_state.json")
+    if _source_digest(target) != digest:
+        _convert(found, target, digest)
+    else:
+        say(f"universal checkpoint: reusing {target} (converted from {found.path.name} before)")
+    _write_rng_states(found, target, planned.world)
+    _name_model_states_for(planned, target)
+    config = _deepspeed_json(deepspeed)
+    config.setdefault("checkpoint", {})["load_universal"] = True
+    with atomic_writer(target / CONFIG) as handle:
+        json.dump(config, handle, indent=1)
+    return target
+
+
+def _convert(found: CheckpointScan, target: Path, digest: str) -> None:
+    assert found.tag_dir is not None
+    work = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    log = target.with_name(f"{target.name}.convert.log")
+    size = sum(f.stat().st_size for f in found.tag_dir.iterdir() if f.is_file())
+    free = shutil.disk_usage(found.path.parent).free
+    if free < size * 1.1:
+        raise disk_full(
+            target, f"the universal copy needs about {size / 2**30:.1f} GiB; nothing was converted"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    workers = str(max(1, min(os.cpu_count() or 1, _WORKERS_MAX)))
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.checkpoint.ds_to_universal",
+        "--input_folder",
+        str(found.tag_dir),
+        "--output_folder",
+        str(work / f"{found.tag_dir.name}_universal"),
+        "--num_extract_workers",
+        workers,
+        "--num_merge_workers",
+        workers,
+        "--inject_missing_state",  # ZeRO-1/2 engines do not record universal_checkpoint_info themselves
+    ]
+    say(
+        f"universal checkpoint: converting {found.tag_dir} ({size / 2**30:.2f} GiB) into {target} with "
+        f"DeepSpeed's ds_to_universal; log: {log}"
+    )
+    with log.open("wb") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code:
+        shutil.rmtree(work, ignore_errors=True)
+        raise UserError(
+            f"{found.path}: DeepSpeed's universal conversion failed ({_last_line(log)}); nothing was renamed "
+            f"or deleted (log: {log}); relaunch on the world size and ZeRO stage that saved it to resume it "
+            "as saved"
+        )
+    try:
+        for file in found.path.iterdir():
+            if file.is_file() and file.name not in _SKIPPED and not file.name.startswith("rng_state"):
+                shutil.copy2(file, work / file.name)
+        with atomic_writer(work / SOURCE) as handle:
+            json.dump({"source": str(found.path), "trainer_state_sha256": digest}, handle, indent=1)
+        shutil.rmtree(target, ignore_errors=True)  # an older conversion of another checkpoint-N
+        work.rename(target)
+    except OSError as err:
+        shutil.rmtree(work, ignore_errors=True)
+        if disk_filled(err):
+            raise disk_full(target, "nothing was converted") from None
+        raise
+
+
+def _name_model_states_for(planned: Layout, target: Path) -> None:
+    """Give the model-states file the name the relaunch's stage reads, as a hard link (no copy).
+
+    Under `load_universal` DeepSpeed reads only metadata (step, scheduler, world size) from it, the
+    weights coming from zero/; but it opens it by its stage's name: ZeRO-3's first rank file, or
+    ZeRO-1/2's one file. A conversion between the stages has the other name.
+    """
+    tag_dir = next(target.glob("global_step*_universal"))
+    wanted = tag_dir / (ZERO3_MODEL_STATES if planned.stage == 3 else MODEL_STATES)
+    if wanted.is_file():
+        return
+    source = next(iter(sorted(tag_dir.glob("*model_states.pt"))), None)
+    if source is None:
+        raise UserError(f"{tag_dir}: holds no model states; delete {target} and relaunch to convert again")
+    try:
+        os.link(source, wanted)
+    except OSError:
+        shutil.copy2(source, wanted)
+
+
+def _write_rng_states(found: CheckpointScan, target: Path, world: int) -> None:
+    """Rank r of the relaunch gets the saved rank r mod (saved world)'s RNG state."""
+    for old in target.glob("rng_state*.pth"):
+        old.unlink()
+    saved = sorted(found.path.glob("rng_state_*.pth"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    saved = saved or sorted(found.path.glob("rng_state.pth"))
+    if not saved:
+        return
+    names = ["rng_state.pth"] if world == 1 else [f"rng_state_{r}.pth" for r in range(world)]
+    for rank, name in enumerate(names):
+        shutil.copy2(saved[rank % len(saved)], target / name)
+
+
+def _source_digest(target: Path) -> str:
+    try:
+        return str(json.loads((target / SOURCE).read_text(encoding="utf-8")).get("trainer_state_sha256"))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def _digest(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+def _deepspeed_json(deepspeed: Any) -> dict[str, Any]:
+    if isinstance(deepspeed, dict):
+        return json.loads(json.dumps(deepspeed))
+    return json.loads(Path(str(deepspeed)).read_text(encoding="utf-8"))
+
+
+def _last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else "no output"
