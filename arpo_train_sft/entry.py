@@ -30,6 +30,7 @@ def run() -> None:
     a CUDA out-of-memory error told as one line."""
     from .lf.run import train
     from .rank.agree import agree_on_resume
+    from .rank.groups import RestoreGroupSettings
     from .rank.health import StopOnNonFinite
     from .rank.metrics import StepMetrics
     from .rank.oom import OomWatch, run_guarded
@@ -42,7 +43,7 @@ def run() -> None:
     )
     sys.argv = agree_on_resume(sys.argv)
     health, oom = StopOnNonFinite(), OomWatch()
-    callbacks = [health, SaveOnSigterm(health), StepMetrics(sys.argv[1:]), oom]
+    callbacks = [health, SaveOnSigterm(health), StepMetrics(sys.argv[1:]), oom, RestoreGroupSettings()]
     run_guarded(lambda: train(callbacks), oom)
 
 

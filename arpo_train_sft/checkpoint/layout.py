@@ -29,6 +29,8 @@ class Layout:
     offload: bool
     micro_batch: int
     accumulation: int
+    # ZeRO-1/2's round_robin_gradients: its flat buffer order, which ds_to_universal 0.19 misreads.
+    round_robin: bool = False
 
     @property
     def global_batch(self) -> int:
@@ -71,6 +73,7 @@ def saved_layout(found: CheckpointScan) -> Layout:
                 offload=_offloaded(zero),
                 micro_batch=int(ds["train_micro_batch_size_per_gpu"]),
                 accumulation=int(ds["gradient_accumulation_steps"]),
+                round_robin=zero.get("round_robin_gradients") is True,
             )
         except (KeyError, TypeError, ValueError):
             raise UserError(
@@ -99,7 +102,8 @@ def planned_layout(values: dict[str, Any], world: int) -> Layout:
         return Layout(world, None, False, int(micro), int(accumulation))
     zero = _deepspeed_json(ds).get("zero_optimization") or {}
     stage = zero.get("stage", 0)
-    return Layout(world, int(stage), _offloaded(zero), int(micro), int(accumulation))
+    round_robin = zero.get("round_robin_gradients") is True
+    return Layout(world, int(stage), _offloaded(zero), int(micro), int(accumulation), round_robin)
 
 
 def _deepspeed_json(ds: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 from ..atomic import atomic_writer, disk_filled, disk_full
 from ..console import say
 from ..errors import UserError
-from .layout import Layout
+from .layout import Layout, deepspeed_record
 from .scan import FINAL_WEIGHTS, MODEL_STATES, CheckpointScan
 
 PREFIX = "universal-"
@@ -53,8 +53,15 @@ def prepare(found: CheckpointScan, planned: Layout, deepspeed: Any) -> Path:
         say(f"universal checkpoint: reusing {target} (converted from {found.path.name} before)")
     _write_rng_states(found, target, planned.world)
     _name_model_states_for(planned, target)
+    _fit_optimizer_state(next(target.glob("global_step*_universal")), planned.stage)
     config = _deepspeed_json(deepspeed)
     config.setdefault("checkpoint", {})["load_universal"] = True
+    zero = config.get("zero_optimization")
+    if isinstance(zero, dict) and zero.get("stage") in (1, 2):
+        # With it on, on more than one rank, DeepSpeed 0.19's ZeRO-1/2 universal loader puts values in
+        # the wrong parameters (measured: a 2 -> 1 rank resume's loss 11.96 against 11.74). It reorders
+        # gradient partitions for offload's copies and does not change the math.
+        zero["round_robin_gradients"] = False
     with atomic_writer(target / CONFIG) as handle:
         json.dump(config, handle, indent=1)
     return target
@@ -133,6 +140,47 @@ def _name_model_states_for(planned: Layout, target: Path) -> None:
         os.link(source, wanted)
     except OSError:
         shutil.copy2(source, wanted)
+
+
+def _fit_optimizer_state(tag_dir: Path, stage: int | None) -> None:
+    """Add what `stage`'s universal loader reads to zero/ when the conversion came from the other stages.
+
+    ds_to_universal writes zero/ in two formats. From ZeRO-1/2: optimizer_state.pt holds the engine's
+    globals (ds_version, clip_grad, loss scaler) and param_groups, and each zero/<param>/ holds
+    {"param": tensor} files (fp32, exp_avg, exp_avg_sq) and step.pt. From ZeRO-3: optimizer_state.pt
+    holds param_groups and the saving rank's own `optimizer_state_dict` (whose state[i]["step"] is the
+    step), and each zero/<param>/ holds bare tensors, no step. Both hold each parameter whole, flattened
+    in the same order. ZeRO-3's loader reads `optimizer_state_dict`'s step and param_groups, and a bare
+    tensor or a dict's "param"; ZeRO-1/2's reads ds_version, param_groups, dicts and step.pt. Adding
+    the missing keys and files (the step is the one Adam step every parameter shares) leaves a copy
+    both loaders read; the optimizer_state.pt written last marks it done.
+    """
+    import torch
+
+    zero = tag_dir / "zero"
+    state = torch.load(zero / "optimizer_state.pt", map_location="cpu", weights_only=False)
+    if stage == 3 and "optimizer_state_dict" not in state:
+        step = torch.load(next(zero.glob("*/step.pt")), weights_only=False)
+        groups = state["param_groups"]
+        state["optimizer_state_dict"] = {
+            "state": {i: {"step": step} for i in range(len(groups))},
+            "param_groups": groups,
+        }
+    elif stage != 3 and "ds_version" not in state:
+        step = state["optimizer_state_dict"]["state"][0]["step"]
+        for param in (p for p in zero.iterdir() if p.is_dir()):
+            for file in param.glob("*.pt"):
+                value = torch.load(file, map_location="cpu", weights_only=False)
+                if torch.is_tensor(value):
+                    with atomic_writer(file, binary=True) as handle:
+                        torch.save({"param": value}, handle)
+            with atomic_writer(param / "step.pt", binary=True) as handle:
+                torch.save(step, handle)
+        state["ds_version"] = deepspeed_record(tag_dir)["ds_version"]
+    else:
+        return
+    with atomic_writer(zero / "optimizer_state.pt", binary=True) as handle:
+        torch.save(state, handle)
 
 
 def _write_rng_states(found: CheckpointScan, target: Path, world: int) -> None:

@@ -10,8 +10,15 @@ from arpo_train_sft.checkpoint.reshape import plan_reshape
 from arpo_train_sft.errors import UserError
 
 
-def layout(world: int, stage: int | None = 3, offload: bool = False, micro: int = 2, accumulation: int = 1):
-    return Layout(world, stage, offload, micro, accumulation)
+def layout(
+    world: int,
+    stage: int | None = 3,
+    offload: bool = False,
+    micro: int = 2,
+    accumulation: int = 1,
+    round_robin: bool = False,
+):
+    return Layout(world, stage, offload, micro, accumulation, round_robin)
 
 
 def test_the_same_layout_loads_as_saved():
@@ -81,12 +88,6 @@ def test_a_micro_batch_that_does_not_divide_names_the_ones_that_do():
         (layout(2, stage=0), layout(2, stage=3), "converts only ZeRO-1, 2 and 3"),
         (layout(2, stage=3), layout(1, stage=0), "converts only ZeRO-1, 2 and 3"),
         (layout(2, stage=None), layout(2, stage=3), "with DeepSpeed on both sides or on neither"),
-        (layout(2, stage=2), layout(2, stage=3), "does not load across ZeRO-1/2 and ZeRO-3"),
-        (
-            layout(4, stage=3),
-            layout(2, stage=1, offload=True),
-            "relaunch with zero_optimization.stage 3, on any",
-        ),
     ],
 )
 def test_a_stage_deepspeed_cannot_convert_is_refused(saved: Layout, planned: Layout, says: str):
@@ -94,3 +95,24 @@ def test_a_stage_deepspeed_cannot_convert_is_refused(saved: Layout, planned: Lay
         plan_reshape(saved, planned, "ckpt")
     (line,) = err.value.problems
     assert line.startswith(f"ckpt: saved with {saved.zero}, relaunched with {planned.zero}") and says in line
+
+
+@pytest.mark.parametrize(("saved", "planned"), [(2, 3), (3, 1), (3, 2)])
+def test_a_change_between_zero_1_2_and_3_converts(saved: int, planned: int):
+    reshape = plan_reshape(layout(2, stage=saved), layout(2, stage=planned, offload=True), "ckpt")
+    assert reshape.convert and reshape.planned.stage == planned
+
+
+def test_a_round_robin_zero2_checkpoint_of_several_ranks_is_refused_and_one_rank_is_not():
+    saved = Layout(2, 2, False, 2, 1, round_robin=True)
+    with pytest.raises(UserError) as err:
+        plan_reshape(saved, layout(1, stage=2), "out/checkpoint-4")
+    assert err.value.problems == [
+        "out/checkpoint-4: saved under ZeRO-2 with round_robin_gradients on 2 ranks, whose parameters "
+        "DeepSpeed 0.19's universal conversion mislabels (measured: 24 of 26 wrong in a 2-rank demo "
+        "checkpoint); relaunch on 2 ranks with ZeRO-2 to resume it as saved (the shipped ZeRO-2 configs now "
+        "set round_robin_gradients false, whose checkpoints convert)"
+    ]
+    assert plan_reshape(saved, layout(2, stage=2, round_robin=True), "c") is None  # loads as saved
+    one_rank = Layout(1, 2, False, 2, 2, round_robin=True)  # one partition: nothing to reorder
+    assert plan_reshape(one_rank, layout(2, stage=2), "c").convert
