@@ -3,9 +3,12 @@
 The handler only raises a flag. At the end of each optimizer step every rank contributes its flag to one
 all-reduce (MAX over a one-element tensor, microseconds next to a step), so all ranks see the same answer
 at the same step even when the signal reached them at different moments; then the Trainer saves
-checkpoint-<step> (every rank writes its shards), and after the save global rank 0 leaves
-`stopped.json` (checkpoint/stopped.py) and every rank exits 0 without writing a final model: the run
-is not finished, and a relaunch resumes from that checkpoint.
+checkpoint-<step> (every rank writes its shards), and once every rank has saved, global rank 0 leaves
+`stopped.json` in output_dir and each node's local rank 0 leaves it in its launcher's own directory
+(checkpoint/stopped.py: a node whose output_dir is not shared learns of the stop from its own ranks); every
+rank exits 0 without writing a final model: the run is not finished, and a relaunch resumes from that
+checkpoint. The train DataLoader's workers take SIGTERM from their rank only (rank/workers.py): torchrun
+signals them too, and a dead worker would fail the rank before the agreed save.
 
 The same all-reduce carries `health`'s loss and gradient-norm codes when a StopOnNonFinite is given, so
 watching for divergence adds no collective: a step that is not finite stops every rank before any save,
@@ -15,6 +18,8 @@ SIGTERM or not. Attached by `arpo_train_sft.entry` to LLaMA-Factory's `run_exp(c
 
 from __future__ import annotations
 
+import functools
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,8 +28,9 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
-from ..checkpoint.stopped import write_note
+from ..checkpoint.stopped import DIR_ENV, write_note
 from .health import StopOnNonFinite
+from .workers import start_worker
 
 
 class SaveOnSigterm(TrainerCallback):
@@ -38,6 +44,13 @@ class SaveOnSigterm(TrainerCallback):
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.requested = True
+
+    def on_train_begin(self, args, state, control, *, train_dataloader, **kwargs):
+        # accelerate's DataLoaderShard iterates the DataLoader it wraps; its workers start on the first
+        # batch, after this. skip_first_batches (a resume) copies worker_init_fn into the loader it makes.
+        loader = train_dataloader.base_dataloader
+        loader.worker_init_fn = functools.partial(start_worker, loader.worker_init_fn)
+        return control
 
     def _agreed(self, flags: torch.Tensor) -> list[float]:
         """Every rank's flags, MAX over ranks: the one collective of the step."""
@@ -65,8 +78,13 @@ class SaveOnSigterm(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not self.stopping:
             return control
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # rank 0 writes trainer_state.json last: a note must mean the whole checkpoint
+        output_dir, launcher_dir = Path(args.output_dir), os.environ.get(DIR_ENV)
+        if state.is_local_process_zero and launcher_dir:
+            write_note(output_dir, state.global_step, state.max_steps, "SIGTERM", to=Path(launcher_dir))
         if state.is_world_process_zero:
-            note = write_note(Path(args.output_dir), state.global_step, state.max_steps, "SIGTERM")
+            note = write_note(output_dir, state.global_step, state.max_steps, "SIGTERM")
             print(
                 f"[arpo-sft] SIGTERM: saved {note['checkpoint']} at step {state.global_step} of "
                 f"{state.max_steps}; relaunch the same command to resume from it",

@@ -6,7 +6,9 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -14,12 +16,13 @@ def run(args: argparse.Namespace) -> int:
     from .. import lf  # noqa: F401  (stops on an untested LLaMA-Factory before anything else runs)
     from ..checkpoint.diverged import diverged_exit
     from ..checkpoint.resume import resume_overrides
+    from ..checkpoint.stopped import DIR_ENV as STOP_DIR_ENV
     from ..checkpoint.stopped import read_note
     from ..console import say
     from ..demo.model import DEMO_MODEL_DIR, ensure_demo_model
     from ..errors import EXIT_OOM, EXIT_PREEMPTED, EnvironmentProblem, UserError
     from ..secrets import move_to_env
-    from .handshake import agree, node_info
+    from .handshake import agree, data_info, node_info
     from .launch import failure_lines, run_teed, torchrun_command, training_env
     from .oom import LOG_ENV, MARKER, oom_line
     from .oom import read_note as read_oom
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if is_demo_model(cfg) and ensure_demo_model(DEMO_MODEL_DIR):
         say(f"built the tiny demo model in {DEMO_MODEL_DIR}")
+    tokenized = tokenized_overrides(cfg)  # before the handshake, which compares every node's
     if topo.meets:
         say(
             f"node {topo.node_rank} of {topo.nnodes}: meeting the other nodes at {topo.master_addr}:"
@@ -64,13 +68,15 @@ def run(args: argparse.Namespace) -> int:
         )
     resume = agree(
         topo,
-        node_info(topo, cfg.values, args.fresh),
-        lambda: resume_overrides(cfg, fresh=args.fresh, first_node=topo.first_node),
+        node_info(topo, cfg.values, args.fresh, data_info(cfg.values, tokenized)),
+        lambda: resume_overrides(
+            cfg, fresh=args.fresh, first_node=topo.first_node, world=topo.nproc_per_node * topo.nnodes
+        ),
     )
     if topo.meets and not topo.first_node:
         chosen = resume[0].split("=", 1)[1] if resume else "none, start at step 0"
         say(f"node 0 decided the resume for the job: {chosen}")
-    overrides = cfg.overrides + tokenized_overrides(cfg) + resume
+    overrides = cfg.overrides + tokenized + resume
     overrides, secret_env = move_to_env(
         cfg.values, overrides
     )  # no token on the ranks' argv or in their files
@@ -84,24 +90,28 @@ def run(args: argparse.Namespace) -> int:
     def started(pid: int) -> Watch | None:
         if topo.nnodes > 1:  # a single node has nobody to lose
             node = f"node {topo.node_rank}" if not topo.elastic else "a node"
-            watches.append(watch_job(*topo.store_address, node, topo.heartbeat_timeout, pid))
+            watches.append(
+                watch_job(*topo.store_address, node, topo.heartbeat_timeout, topo.stop_timeout, pid)
+            )
         return watches[-1] if watches else None
 
     tail, since = bytearray(), time.time()
-    env = training_env(os.environ, on_cpu=gpus == 0) | secret_env | {LOG_ENV: str(log_path.resolve())}
     notes = tuple(f"preflight override: {o}" for o in overridden)
-    code = run_teed(cmd, env, log_path, tail, started, notes=notes, quiet_from=MARKER.encode())
+    # This node's ranks tell it of a SIGTERM stop here: output_dir may be node-local, not global rank 0's.
+    with tempfile.TemporaryDirectory(prefix="arpo-sft-stop-") as stop_dir:
+        ours = {LOG_ENV: str(log_path.resolve()), STOP_DIR_ENV: stop_dir}
+        env = training_env(os.environ, on_cpu=gpus == 0) | secret_env | ours
+        code = run_teed(cmd, env, log_path, tail, started, notes=notes, quiet_from=MARKER.encode())
+        note = read_note(Path(stop_dir), since)
     lost = [watch.lost for watch in watches if watch.lost]
     if lost:
         raise EnvironmentProblem(
             [
-                f"{lost[0]}; this node stopped its ranks too (ARPO_SFT_HEARTBEAT_TIMEOUT="
-                f"{topo.heartbeat_timeout} s)",
+                f"{lost[0]}; this node stopped its ranks too",
                 "relaunch every node: the job resumes from the "
                 f"newest complete checkpoint in {cfg.output_dir}",
             ]
         )
-    note = read_note(cfg.output_dir, since)
     if note is not None:
         say(
             f"stopped by {note['signal']} at step {note['step']} of {note['max_steps']} after saving "

@@ -1,10 +1,11 @@
 """Before torchrun, the launchers of a static multi-node job meet on MASTER_PORT and agree on one plan.
 
 Node 0 hosts a store (torch's TCPStore) on MASTER_PORT for the seconds this takes. Every other node
-connects, says who it is (NODE_RANK, NNODES, NPROC_PER_NODE, the config's keys, the package versions)
-and waits for node 0's verdict: the job's one resume decision (the overrides every node hands its ranks,
-made and carried out by node 0 only once everyone has arrived) or the problem, which every node reports
-and exits on. Node 0 closes the store before it starts torchrun, whose rendezvous then binds the port.
+connects, says who it is (NODE_RANK, NNODES, NPROC_PER_NODE, the config's keys, the package versions,
+the key and rows of the tokenized data it built or reused: a node with another copy of a data file at the
+same path would train on other rows and hang at the epoch's end) and waits for node 0's verdict: the job's
+one resume decision (the overrides every node hands its ranks, made and carried out by node 0 only once
+everyone has arrived) or the problem, which every node reports and exits on. Node 0 closes the store before it starts torchrun, whose rendezvous then binds the port.
 
 Every wait is bounded by RDZV_TIMEOUT, and every problem names the variable to fix.
 """
@@ -19,6 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
@@ -30,8 +32,9 @@ ACK_TIMEOUT_S = 30
 _VERSIONED = ("arpo-train-sft", "llamafactory", "torch", "transformers", "deepspeed")
 
 
-def node_info(topo: Topology, values: dict[str, Any], fresh: bool) -> dict[str, Any]:
-    """What this node tells node 0: its place in the job, a digest per config key, its versions."""
+def node_info(topo: Topology, values: dict[str, Any], fresh: bool, data: dict[str, Any]) -> dict[str, Any]:
+    """What this node tells node 0: its place in the job, a digest per config key, its versions, and what
+    it tokenized (`data_info`)."""
     digests = {
         key: hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
         for key, value in values.items()
@@ -50,7 +53,44 @@ def node_info(topo: Topology, values: dict[str, Any], fresh: bool) -> dict[str, 
         "config": digests,
         "fresh": fresh,
         "versions": versions,
+        "data": data,
     }
+
+
+def data_info(values: dict[str, Any], tokenized: tuple[str, ...]) -> dict[str, Any]:
+    """What this node hands its ranks (`tokenized`: `tokenized_overrides`' answer): the cache key, or the
+    config's tokenized_path, with its rows per split and the inputs the key hashes."""
+    from .tokenized import MANIFEST
+
+    if tokenized:
+        path = Path(tokenized[0].split("=", 1)[1])
+        manifest = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))
+        return {"path": str(path), **{name: manifest[name] for name in ("key", "rows", "inputs")}}
+    written = str(values["tokenized_path"])  # as written: the nodes' working directories may differ
+    path = Path(written).absolute()
+    return {"key": written, "path": str(path), "rows": _saved_rows(path), "inputs": {}}
+
+
+def _saved_rows(path: Path) -> dict[str, int]:
+    """Rows per split of a dataset saved by `datasets` (no manifest holds them): only the Arrow files'
+    batch headers are read, through a memory map; {} when it is not one."""
+    import pyarrow as pa
+
+    def rows(split: Path) -> int:
+        state = json.loads((split / "state.json").read_text(encoding="utf-8"))
+        total = 0
+        for item in state["_data_files"]:
+            with pa.memory_map(str(split / item["filename"])) as source:
+                total += sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+        return total
+
+    try:
+        if (path / "dataset_dict.json").is_file():
+            splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+            return {split: rows(path / split) for split in splits}
+        return {"train": rows(path)}
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return {}  # LLaMA-Factory says what is wrong with it on every node
 
 
 def agree(topo: Topology, info: dict[str, Any], decide: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
@@ -225,4 +265,32 @@ def mismatch(mine: dict[str, Any], other: dict[str, Any], arrived: dict[int, dic
     ]
     if versions:
         return f"package versions differ between node 0 and {node} ({'; '.join(versions)}): install the same on every node"
-    return ""
+    return _data_mismatch(mine, other, node)
+
+
+def _data_mismatch(mine: dict[str, Any], other: dict[str, Any], node: str) -> str:
+    """How node `other` tokenized other rows than node 0 (a collective hang at the epoch's end), or ""."""
+    from .tokenized.key import DATA_FILE, TOKENIZER, change_reason
+
+    ours, theirs = mine["data"], other["data"]
+    if (ours["key"], ours["rows"]) == (theirs["key"], theirs["rows"]):
+        return ""
+    names = sorted(set(ours["inputs"]) | set(theirs["inputs"]))
+    differ = [name for name in names if ours["inputs"].get(name) != theirs["inputs"].get(name)]
+    files = [name.removeprefix(DATA_FILE) for name in differ if name.startswith(DATA_FILE)]
+    what, why, fix = "its data", "", "give every node the same tokenized data, e.g. on shared storage"
+    if files:
+        what, fix = ", ".join(files), "give every node the same data file, e.g. on shared storage"
+    elif TOKENIZER in differ:
+        why, fix = "; the tokenizer files differ", "give every node the same model_name_or_path files"
+    elif differ:
+        why = f"; {change_reason(ours['inputs'], theirs['inputs'])} (node 0 -> node {other['node_rank']})"
+        fix = "install the same packages and arpo-train-sft on every node"
+    return (
+        f"{node} tokenized {what} into {theirs['path']} ({_rows(theirs['rows'])}), node 0 "
+        f"({mine['host']}) into {ours['path']} ({_rows(ours['rows'])}){why}: {fix}"
+    )
+
+
+def _rows(rows: dict[str, int]) -> str:
+    return f"{sum(rows.values()):,} rows" if rows else "rows unknown"

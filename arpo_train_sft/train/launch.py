@@ -149,7 +149,7 @@ def run_teed(
                         os.killpg(proc.pid, signal.SIGINT if interrupts == 1 else signal.SIGKILL)
         finally:
             if watcher is not None:
-                watcher.stop()
+                watcher.stop(proc.returncode)
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGHUP, hangup)
             with contextlib.suppress(OSError):  # closing flushes; a full disk must not hide the run's result

@@ -134,3 +134,39 @@ def test_a_peer_that_went_away_is_named_among_the_failure_lines(tmp_path: Path, 
     lines = failure_lines(text, tmp_path)
     assert lines[0] == "rank 0 failed (exit code 1)"
     assert lines[1].startswith("a rank on another node went away first (its connection closed)")
+
+
+# One of node 1's ranks at an agreed SIGTERM stop: its node's local rank 0, not global rank 0, so it leaves
+# no note in output_dir (a node-local output_dir would never get global rank 0's there either).
+RANK_ON_NODE_1 = """
+import sys
+from transformers import TrainerControl, TrainerState, TrainingArguments
+from arpo_train_sft.rank.preempt import SaveOnSigterm
+
+args = TrainingArguments(output_dir=sys.argv[1], report_to="none", use_cpu=True)
+state = TrainerState(global_step=5, max_steps=40, is_world_process_zero=False, is_local_process_zero=True)
+callback = SaveOnSigterm()
+callback.requested = True
+callback.on_step_end(args, state, TrainerControl())
+callback.on_save(args, state, TrainerControl())
+"""
+
+
+def test_a_node_that_cannot_see_rank_0s_note_still_exits_143(in_checkout, tmp_path, monkeypatch, capsys):
+    from arpo_train_sft.checkpoint.stopped import DIR_ENV, NOTE
+    from arpo_train_sft.cli import main
+    from arpo_train_sft.errors import EXIT_PREEMPTED
+    from arpo_train_sft.train import launch
+
+    out, seen = tmp_path / "out", []
+
+    def torchrun_on_node_1(cmd, env, log_path, tail=None, started=None, notes=(), quiet_from=b""):
+        seen.append(Path(env[DIR_ENV]))
+        return subprocess.run([sys.executable, "-c", RANK_ON_NODE_1, str(out)], env=env).returncode
+
+    monkeypatch.setattr(launch, "run_teed", torchrun_on_node_1)
+    assert main(["train", "yaml/demo_cpu.yaml", f"output_dir={out}", "--skip-preflight"]) == EXIT_PREEMPTED
+    assert not (out / NOTE).exists()
+    said = capsys.readouterr().out
+    assert f"stopped by SIGTERM at step 5 of 40 after saving {out}/checkpoint-5; the same command" in said
+    assert not seen[0].exists()  # the launcher's own directory is removed

@@ -2,7 +2,8 @@
 
 One job, relaunched three times, as a preempted multi-node run lives: it trains to the end (while node
 0's terminal goes away) and matches one node with two ranks; relaunched, it resumes together and SIGTERM
-makes it save and stop; relaunched again, it resumes from that save, and killing one node ends the other.
+makes it save and stop (DataLoader workers included) with exit 143 on both nodes; relaunched again, it
+resumes from that save, and killing one node ends the other.
 Then the bad input a multi-node launch can get, each named in seconds.
 """
 
@@ -27,6 +28,7 @@ from ..conftest import SHORT_RUN, ZERO3, kill_tree, run_env
 # A dead node must end the other this fast: gloo sees the closed connection, the heartbeat backs it up.
 KILL_BOUND_S = 120
 HEARTBEAT_S = 30
+WORKERS = "dataloader_num_workers=2"
 
 
 def launch(
@@ -128,16 +130,17 @@ def job(checkout: Path, zero3_reference: Path) -> dict:
     record["first"] = (finish([node0, node1]), output(node1))
 
     # 2. Relaunched for longer: resumes together from checkpoint-2; SIGTERM to node 0 once it trains on.
+    # With DataLoader workers: torchrun's killpg reaches them too, and they must live until the save.
     port = free_port()
-    pair = [launch(checkout, output_dir, n, port, 40) for n in (0, 1)]
+    pair = [launch(checkout, output_dir, n, port, 40, WORKERS) for n in (0, 1)]
     wait_for_steps(output_dir, 5, pair)
     os.kill(pair[0].pid, signal.SIGTERM)
     record["stopped"] = (finish(pair, limit=300), [output(p) for p in pair])
     record["stopped_note"] = json.loads((output_dir / "stopped.json").read_text())
 
-    # 3. Relaunched again: resumes from that save; then node 1 dies.
+    # 3. Relaunched again: resumes from that save (skipping batches, with workers); then node 1 dies.
     port = free_port()
-    pair = [launch(checkout, output_dir, n, port, 40) for n in (0, 1)]
+    pair = [launch(checkout, output_dir, n, port, 40, WORKERS) for n in (0, 1)]
     record["logged_before_third"] = len(steps(output_dir))
     wait_for_steps(output_dir, record["logged_before_third"] + 2, pair)  # this launch has trained on
     kill_tree(pair[1].pid)  # node 1: its launcher, torchrun, rank and watch at once
@@ -264,3 +267,21 @@ def test_a_taken_master_port_is_named(checkout, tmp_path):
         f"arpo-sft: error: MASTER_PORT={port}: node 0 cannot listen there (it is already in use)"
         in output(node0)
     )
+
+
+@pytest.mark.integration
+def test_a_two_node_checkpoint_resumes_on_one_node_with_one_rank(job, checkout: Path):
+    """Two nodes of one rank each become one node of one rank: a universal checkpoint, the same rows."""
+    import shutil
+
+    from ..checkpoint.conftest import ok, train
+
+    run = checkout / "checkpoints" / "two-nodes-to-one"
+    shutil.copytree(job["output_dir"] / "checkpoint-1", run / "checkpoint-1")
+    result = train(checkout, run, ZERO3, 2, NPROC_PER_NODE="1")
+    assert ok(result)
+    assert "gradient_accumulation_steps 1 -> 2 (2 -> 1 ranks, 2 per micro-batch)" in result.stdout
+    assert f"universal checkpoint: resuming from {run}/universal-checkpoint-1" in result.stdout
+    tokens = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (job["reference"] / "metrics.jsonl").read_text().splitlines()]
+    assert [e["tokens"] for e in tokens] == [e["tokens"] for e in reference if e["step"] == 2]

@@ -33,6 +33,7 @@ DEMO_CHECKS = [
     "memory",
     "topology",
     "ddp_timeout",
+    "stop_timeout",
     "model",
     "dataset",
     "deepspeed",

@@ -24,6 +24,7 @@ def checks() -> list[Callable[[Plan], list[Row]]]:
     from .files import check_dataset, check_deepspeed_file, check_model, check_output_dir
     from .memory import check_memory
     from .repro import check_reproduction
+    from .stop import check_stop_timeout
 
     return [
         check_config,  # keys, values, template, then LLaMA-Factory's parser and DeepSpeed's schema
@@ -31,6 +32,7 @@ def checks() -> list[Callable[[Plan], list[Row]]]:
         check_gpus,
         check_memory,  # the estimate for this config's ZeRO stage and offload, on these GPUs
         check_topology,
+        check_stop_timeout,  # ARPO_SFT_STOP_TIMEOUT against the time to save a checkpoint on SIGTERM
         check_model,
         check_dataset,
         check_deepspeed_file,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ...config import RunConfig, global_batch
 from ...demo.model import DEMO_MODEL_DIR
+from ...errors import UserError
 from .rows import FAIL, OK, SKIP, WARN, Plan, Row
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -211,7 +212,8 @@ def _saves(plan: Plan) -> int | None:
 
 def check_output_dir(plan: Plan) -> list[Row]:
     """output_dir writable, disk enough for the checkpoints kept, and what a relaunch will do."""
-    from .sizes import CHECKPOINT_BYTES_PER_PARAM, FINAL_MODEL_BYTES_PER_PARAM, model_params
+    from ..estimate.terms import read_setup
+    from .sizes import FINAL_MODEL_BYTES_PER_PARAM, checkpoint_bytes, model_params
 
     if plan.cfg.output_dir_problem():
         return [Row("output_dir", SKIP, "not checked: see the values row")]
@@ -247,13 +249,21 @@ def check_output_dir(plan: Plan) -> list[Row]:
     params, source = model_params(str(plan.cfg.values.get("model_name_or_path", "")))
     saves, limit = _saves(plan), plan.cfg.values.get("save_total_limit")
     kept = min(saves, limit) if saves is not None and limit else (saves if saves is not None else limit)
-    if params is None or kept is None:
-        what = "model size" if params is None else "number of checkpoints (set max_steps or save_total_limit)"
-        rows.append(Row("disk", WARN, f"{free / 1e9:.0f} GB free; {what} unknown", "check the space by hand"))
+    unknown = "model size" if params is None else ""
+    try:
+        per_param = sum(checkpoint_bytes(read_setup(plan.cfg)))
+    except UserError as err:  # with a known model: a batch or DeepSpeed value, which its own row names too
+        per_param, unknown = 0, unknown or f"checkpoint size ({err.problems[0]})"
+    if kept is None and not unknown:
+        unknown = "number of checkpoints (set max_steps or save_total_limit)"
+    if unknown:
+        rows.append(
+            Row("disk", WARN, f"{free / 1e9:.0f} GB free; {unknown} unknown", "check the space by hand")
+        )
     else:
-        need = params * (kept * CHECKPOINT_BYTES_PER_PARAM + FINAL_MODEL_BYTES_PER_PARAM)
+        need = params * (kept * per_param + FINAL_MODEL_BYTES_PER_PARAM)
         found = (
-            f"need ~{need / 1e9:.1f} GB ({kept} checkpoint(s) x {params * CHECKPOINT_BYTES_PER_PARAM / 1e9:.1f} "
+            f"need ~{need / 1e9:.1f} GB ({kept} checkpoint(s) x {params * per_param / 1e9:.1f} "
             f"GB + final model; {params / 1e9:.2f}B params from {source}), {free / 1e9:.0f} GB free"
         )
         fix = "free space, or set save_total_limit (e.g. 2) / a larger save_steps"
@@ -264,8 +274,9 @@ def check_output_dir(plan: Plan) -> list[Row]:
 def resume_row(plan: Plan) -> Row:
     """What a relaunch will do with output_dir: resume, start fresh, or refuse (the launcher's own decision)."""
     from ...checkpoint.resume import decide
+    from .environment import world_size
 
-    decision = decide(plan.cfg, plan.fresh)
+    decision = decide(plan.cfg, plan.fresh, world_size(plan))
     skipped = (
         f"; {len(decision.incomplete)} incomplete checkpoint(s) set aside" if decision.incomplete else ""
     )

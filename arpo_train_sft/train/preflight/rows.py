@@ -24,6 +24,7 @@ CHECKS = (
     "memory",
     "topology",
     "ddp_timeout",
+    "stop_timeout",
     "model",
     "dataset",
     "deepspeed",
