@@ -100,13 +100,14 @@ def planned_layout(values: dict[str, Any], world: int) -> Layout:
     ds = values.get("deepspeed")
     if not ds:
         return Layout(world, None, False, int(micro), int(accumulation))
-    zero = _deepspeed_json(ds).get("zero_optimization") or {}
+    zero = deepspeed_json(ds).get("zero_optimization") or {}
     stage = zero.get("stage", 0)
     round_robin = zero.get("round_robin_gradients") is True
     return Layout(world, int(stage), _offloaded(zero), int(micro), int(accumulation), round_robin)
 
 
-def _deepspeed_json(ds: Any) -> dict[str, Any]:
+def deepspeed_json(ds: Any) -> dict[str, Any]:
+    """The config's `deepspeed` value as a dict: inline, or read from the JSON file it names."""
     if isinstance(ds, dict):
         return ds
     try:

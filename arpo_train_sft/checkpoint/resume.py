@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..console import say
 from ..errors import UserError
 from .reshape import Reshape
-from .scan import FINAL_WEIGHTS, list_checkpoints, scan
+from .scan import FINAL_WEIGHTS, CheckpointScan, list_checkpoints, scan
 
 if TYPE_CHECKING:
     from ..config import RunConfig
@@ -24,15 +25,16 @@ class ResumePlan:
 
     resume_from: Path | None
     incomplete: list[tuple[Path, list[str]]]
+    found: CheckpointScan | None = None  # resume_from's scan, for what a relaunch reads next
 
 
 def plan_resume(output_dir: Path) -> ResumePlan:
     """Walk back from the newest checkpoint to the newest complete one."""
     incomplete = []
     for path in reversed(list_checkpoints(output_dir)):
-        problems = scan(path).describe()
-        if not problems:
-            return ResumePlan(path, incomplete)
+        found = scan(path)
+        if not (problems := found.describe()):
+            return ResumePlan(path, incomplete, found)
         incomplete.append((path, problems))
     return ResumePlan(None, incomplete)
 
@@ -71,6 +73,7 @@ class Decision:
     incomplete: tuple[tuple[Path, list[str]], ...] = ()
     move_aside: Path | None = None  # --fresh: the earlier run to set aside
     reshape: Reshape | None = None  # resuming on another world size, stage or offload
+    found: CheckpointScan | None = None  # resume_from's scan
 
 
 def decide(cfg: RunConfig, fresh: bool, world: int | None = None) -> Decision:
@@ -95,13 +98,18 @@ def decide(cfg: RunConfig, fresh: bool, world: int | None = None) -> Decision:
     if plan.resume_from is not None:
         summary = f"resuming from {plan.resume_from}"
         try:
-            reshape = _reshape(cfg, plan.resume_from, world)
+            reshape = _reshape(cfg, plan.found, world)
         except UserError as err:
             return Decision("refuse", "; ".join(err.problems), incomplete=incomplete)
         if reshape is not None:
             summary += "; " + "; ".join(reshape.lines())
         return Decision(
-            "resume", summary, resume_from=plan.resume_from, incomplete=incomplete, reshape=reshape
+            "resume",
+            summary,
+            resume_from=plan.resume_from,
+            incomplete=incomplete,
+            reshape=reshape,
+            found=plan.found,
         )
     if earlier := previous_run(out):
         return Decision(
@@ -114,15 +122,15 @@ def decide(cfg: RunConfig, fresh: bool, world: int | None = None) -> Decision:
     return Decision("fresh", f"starts at step 0 (no checkpoint in {out})")
 
 
-def _reshape(cfg: RunConfig, checkpoint: Path, world: int | None) -> Reshape | None:
-    """What a launch on `world` ranks must change to load `checkpoint`; one line when it cannot."""
+def _reshape(cfg: RunConfig, found: CheckpointScan, world: int | None) -> Reshape | None:
+    """What a launch on `world` ranks must change to load `found`; one line when it cannot."""
     from .layout import planned_layout, saved_layout
     from .reshape import plan_reshape
 
     if world is None:
         return None
-    _same_model(cfg, checkpoint)
-    return plan_reshape(saved_layout(scan(checkpoint)), planned_layout(cfg.values, world), str(checkpoint))
+    _same_model(cfg, found.path)
+    return plan_reshape(saved_layout(found), planned_layout(cfg.values, world), str(found.path))
 
 
 # What a checkpoint's config.json must share with model_name_or_path's for its weights to fit the model.
@@ -138,8 +146,6 @@ _SHAPE_KEYS = (
 
 def _same_model(cfg: RunConfig, checkpoint: Path) -> None:
     """Refuse a checkpoint of another model than the config's (DeepSpeed would fail on every rank)."""
-    import json
-
     model = Path(str(cfg.values.get("model_name_or_path", ""))) / "config.json"
     try:
         ours = json.loads(model.read_text(encoding="utf-8"))
@@ -180,21 +186,22 @@ def resume_overrides(
     if decision.resume_from is None:
         return ()
     if decision.reshape is not None:
-        return _reshaped(cfg, decision.resume_from, decision.reshape)
+        return _reshaped(cfg, decision.found, decision.reshape)
     say(decision.summary)
     return (f"resume_from_checkpoint={decision.resume_from}",)
 
 
-def _reshaped(cfg: RunConfig, checkpoint: Path, reshape: Reshape) -> tuple[str, ...]:
+def _reshaped(cfg: RunConfig, found: CheckpointScan, reshape: Reshape) -> tuple[str, ...]:
     """Say what changes, convert when DeepSpeed needs it, and the overrides that resume on the new layout."""
     from .universal import CONFIG, prepare
 
+    checkpoint = found.path
     say(f"resuming from {checkpoint}")
     for line in reshape.lines():
         say(line)
     overrides = [f"resume_from_checkpoint={checkpoint}"]
     if reshape.convert:
-        converted = prepare(scan(checkpoint), reshape.planned, cfg.values["deepspeed"])
+        converted = prepare(found, reshape.planned, cfg.values["deepspeed"])
         say(f"universal checkpoint: resuming from {converted} ({checkpoint} is unchanged)")
         overrides = [f"resume_from_checkpoint={converted}", f"deepspeed={converted / CONFIG}"]
     if reshape.planned.accumulation != cfg.values.get("gradient_accumulation_steps", 1):

@@ -28,7 +28,7 @@ from typing import Any
 from ..atomic import atomic_writer, disk_filled, disk_full
 from ..console import say
 from ..errors import UserError
-from .layout import Layout, deepspeed_record
+from .layout import Layout, deepspeed_json, deepspeed_record
 from .scan import FINAL_WEIGHTS, MODEL_STATES, CheckpointScan
 
 PREFIX = "universal-"
@@ -54,7 +54,7 @@ def prepare(found: CheckpointScan, planned: Layout, deepspeed: Any) -> Path:
     _write_rng_states(found, target, planned.world)
     _name_model_states_for(planned, target)
     _fit_optimizer_state(next(target.glob("global_step*_universal")), planned.stage)
-    config = _deepspeed_json(deepspeed)
+    config = json.loads(json.dumps(deepspeed_json(deepspeed)))  # a copy: the config's own stays as it is
     config.setdefault("checkpoint", {})["load_universal"] = True
     zero = config.get("zero_optimization")
     if isinstance(zero, dict) and zero.get("stage") in (1, 2):
@@ -205,12 +205,6 @@ def _source_digest(target: Path) -> str:
 
 def _digest(file: Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
-
-
-def _deepspeed_json(deepspeed: Any) -> dict[str, Any]:
-    if isinstance(deepspeed, dict):
-        return json.loads(json.dumps(deepspeed))
-    return json.loads(Path(str(deepspeed)).read_text(encoding="utf-8"))
 
 
 def _last_line(log: Path) -> str:

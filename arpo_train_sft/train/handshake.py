@@ -5,7 +5,8 @@ connects, says who it is (NODE_RANK, NNODES, NPROC_PER_NODE, the config's keys, 
 the key and rows of the tokenized data it built or reused: a node with another copy of a data file at the
 same path would train on other rows and hang at the epoch's end) and waits for node 0's verdict: the job's
 one resume decision (the overrides every node hands its ranks, made and carried out by node 0 only once
-everyone has arrived) or the problem, which every node reports and exits on. Node 0 closes the store before it starts torchrun, whose rendezvous then binds the port.
+everyone has arrived) or the problem, which every node reports and exits on. Node 0 closes the store
+before it starts torchrun, whose rendezvous then binds the port.
 
 Every wait is bounded by RDZV_TIMEOUT, and every problem names the variable to fix.
 """
