@@ -217,3 +217,12 @@ def test_the_slurm_example_parses_and_runs_one_launcher_per_node_with_a_warning_
     assert "#SBATCH --ntasks-per-node=1" in text and "#SBATCH --signal=TERM@" in text
     assert 'NODE_RANK="$SLURM_NODEID" exec bash sft_train.sh' in text
     assert 'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' in text
+
+
+@pytest.mark.parametrize("config", DS_CONFIGS, ids=lambda p: p.name)
+def test_zero_1_2_configs_leave_round_robin_gradients_off(config: Path):
+    """DeepSpeed 0.19.8 converts a round-robin ZeRO-1/2 checkpoint of several ranks with its parameters
+    mislabelled (checkpoint/reshape.py), so a shipped config must not save one."""
+    zero = json.loads(config.read_text())["zero_optimization"]
+    if zero["stage"] in (1, 2):
+        assert zero.get("round_robin_gradients") is not True
