@@ -17,9 +17,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash sft_train.sh yaml/demo_cpu.yaml
 
-# Everything, the CPU integration runs through torchrun + DeepSpeed + LLaMA-Factory included.
+# Everything, the CPU integration runs through torchrun + DeepSpeed + LLaMA-Factory included, in
+# WORKERS pytest-xdist workers (tests/conftest.py groups the tests that share a run).
+WORKERS ?= 2
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=15
 
 # Unit tests only: seconds, offline.
 test-fast: install

@@ -94,7 +94,8 @@ def synthetic_rows(n: int, seed: int) -> list[dict]:
     from arpo_train_sft.demo.data import generate_rows
 
     rng = random.Random(seed)
-    base = generate_rows(300, seed)
+    # generate_rows(k) is generate_rows(300)'s first k rows, and each runs a Python snippet: build no more.
+    base = generate_rows(min(n, 300), seed)
     filler = "Let me double-check the previous step carefully before moving on. "
     rows = []
     for i in range(n):

@@ -33,6 +33,40 @@ DEMO_OVERRIDES = (
 )
 
 
+# `make test` runs two pytest-xdist workers (--dist loadgroup), and a session fixture is built once per
+# worker: so every test that reads a shared run goes to that run's group, and the rest of a module to
+# the module's own group, which also builds the module's fixtures once.
+SHARED_RUNS = ("demo_run", "resumed_run", "zero3_reference", "two_step_run")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put each test in its xdist group; the shared runs' groups first (they are the longest, and started
+    first they do not end last), then the rest of the integration tests, then the unit tests."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group_of(item)))
+
+    def rank(item: pytest.Item) -> int:
+        if group_of(item).startswith("run-"):
+            return 0
+        return 1 if item.get_closest_marker("integration") else 2
+
+    items.sort(key=rank)
+
+
+def group_of(item: pytest.Item) -> str:
+    """`run-<name>` for a test that reads a shared run (two_step_run: the run of its `config` parameter,
+    ZeRO-3's without one), else its module."""
+    shared = [name for name in SHARED_RUNS if name in item.fixturenames]
+    if not shared:
+        return item.module.__name__
+    if shared[0] in ("demo_run", "resumed_run"):
+        return "run-demo"
+    params = getattr(item, "callspec", None)
+    config = params.params.get("config", ZERO3) if params and shared[0] == "two_step_run" else ZERO3
+    return f"run-{Path(config).stem}"
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

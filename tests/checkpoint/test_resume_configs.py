@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO
+from ..conftest import REPO, ZERO3
 from .conftest import ok, train
 from .test_resume import logged_runs
 
@@ -55,9 +55,9 @@ def test_relaunch_resumes_from_the_newest_complete_checkpoint(finished_run, chec
     assert (moved / "global_step2" / shard.name).read_bytes() == torn_bytes
 
 
-def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, checkout: Path):
+def test_a_finished_run_without_checkpoints_stops_before_torchrun(two_step_run, checkout: Path):
     """What LLaMA-Factory would refuse on every rank with a traceback: weights in output_dir, no checkpoint-N/."""
-    source = finished_run(CONFIGS[0])
+    source = two_step_run(ZERO3)  # read only: its files are copied
     output_dir = checkout / "checkpoints" / "finished-no-checkpoints"
     output_dir.mkdir()
     for file in source.iterdir():
@@ -73,7 +73,7 @@ def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, 
         "or set output_dir to a new directory"
     )
     # Preflight says it first, in its table's form (config: what was found: the fix) ...
-    result = train(checkout, output_dir, CONFIGS[0], 3, preflight=True)
+    result = train(checkout, output_dir, ZERO3, 3, preflight=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"arpo-sft: error: {checkout / 'yaml' / 'demo_cpu.yaml'}: {found}: {fix}",
@@ -82,7 +82,7 @@ def test_a_finished_run_without_checkpoints_stops_before_torchrun(finished_run, 
         "CHECK as named in the table)",
     ]
     # ... and the launcher, which makes the same decision, still stops when preflight is skipped.
-    result = train(checkout, output_dir, CONFIGS[0], 3, "--skip-preflight")
+    result = train(checkout, output_dir, ZERO3, 3, "--skip-preflight")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"arpo-sft: error: {found}; {fix}"]
     assert "torch.distributed.run" not in result.stdout
