@@ -72,19 +72,29 @@ def repo() -> Path:
     return REPO
 
 
-@pytest.fixture(scope="session")
-def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the runnable parts of the repo with no models/ yet, so the demo must build its model."""
-    root = tmp_path_factory.mktemp("checkout")
+def new_checkout(root: Path) -> Path:
+    """A copy of the runnable parts of the repo in `root`: no models/ and no cache of a demo run."""
     for part in CHECKOUT_PARTS:
         src = REPO / part
         if src.is_dir():
-            shutil.copytree(
-                src, root / part, ignore=shutil.ignore_patterns(".tokenized")
-            )  # no cache of a demo run
+            shutil.copytree(src, root / part, ignore=shutil.ignore_patterns(".tokenized"))
         else:
             shutil.copy2(src, root / part)
     return root
+
+
+@pytest.fixture(scope="session")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkout the shared runs train in (the demo run into demo_cpu.yaml's own output_dir); it has
+    no models/ yet, so the first launch must build the demo model."""
+    return new_checkout(tmp_path_factory.mktemp("checkout"))
+
+
+@pytest.fixture(scope="session")
+def quiet_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkout no test trains in with demo_cpu.yaml's own output_dir, for the tests that run the CLI
+    in-process on it: what they say cannot depend on which runs came first."""
+    return new_checkout(tmp_path_factory.mktemp("quiet-checkout"))
 
 
 @pytest.fixture(scope="session")
@@ -113,12 +123,12 @@ def run_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def in_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shared checkout as the working directory, with no rendezvous settings from the caller."""
-    monkeypatch.chdir(checkout)
+def in_checkout(quiet_checkout: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """quiet_checkout as the working directory, with no rendezvous settings from the caller."""
+    monkeypatch.chdir(quiet_checkout)
     for name in ("MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR"):
         monkeypatch.delenv(name, raising=False)
-    return checkout
+    return quiet_checkout
 
 
 @pytest.fixture(scope="session")
