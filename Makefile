@@ -18,12 +18,10 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash sft_train.sh yaml/demo_cpu.yaml
 
 # Everything, the CPU integration runs through torchrun + DeepSpeed + LLaMA-Factory included, in
-# WORKERS pytest-xdist workers: tests/conftest.py groups the tests that share a run and puts the long
-# groups first, and --no-loadscope-reorder keeps that order (xdist would start the groups with most tests).
+# WORKERS pytest-xdist workers (tests/conftest.py groups the tests that share a run).
 WORKERS ?= 2
 test: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup \
-		--no-loadscope-reorder --durations=15
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup --durations=15
 
 # Unit tests only: seconds, offline.
 test-fast: install
