@@ -41,8 +41,9 @@ SHARED_RUNS = ("demo_run", "resumed_run", "zero3_reference", "two_step_run")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each test in its xdist group; the shared runs' groups first (they are the longest, and started
-    first they do not end last), then the rest of the integration tests, then the unit tests."""
+    """Put each test in its xdist group. Order: the shared runs, then the other integration tests, then
+    the unit tests; xdist then starts its groups by their number of tests (keeping this order instead
+    with --no-loadscope-reorder measured slower: 27 min 22 s against 25 min 58 s, README)."""
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))
 
