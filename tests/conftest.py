@@ -157,10 +157,13 @@ def demo_run(checkout: Path) -> tuple[subprocess.CompletedProcess, Path]:
 
 # The kill-and-resume drill (tests/checkpoint/test_resume.py; tests/train/test_step_metrics.py reads its
 # metrics): the demo, with one rank SIGKILLed once it logged step KILLED_AFTER, past checkpoint-SAVED; a torn
-# checkpoint-TORN (a crash while saving, between the two) must be skipped and SAVED resumed.
+# checkpoint-TORN (a crash while saving, between the two: rank 1's shards and trainer_state.json missing,
+# rank 0's optimizer shard cut in half) must be skipped and SAVED resumed. It is also the ZeRO-3 case of
+# tests/checkpoint/test_resume_configs.py, which relaunches every other shipped config.
 SAVED = DEMO_SAVE_STEPS
 KILLED_AFTER = SAVED + 2
 TORN = SAVED + 1
+CUT_SHARD = "zero_pp_rank_0_mp_rank_00_optim_states.pt"  # in checkpoint-TORN, a write cut off halfway
 # A dead rank must end the job this fast (torchrun's agent notices a child exit within seconds).
 KILL_BOUND_S = 120
 
@@ -247,6 +250,8 @@ def resumed_run(checkout: Path, demo_run) -> ResumedRun:
     (torn / f"global_step{SAVED}").rename(torn / f"global_step{TORN}")
     for shard in (torn / f"global_step{TORN}").glob("zero_pp_rank_1_*"):
         shard.unlink()
+    cut = torn / f"global_step{TORN}" / CUT_SHARD
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
 
     relaunch = subprocess.run(
         command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900

@@ -7,8 +7,11 @@ hold real torch.save / safetensors bytes, so the integrity checks see what a rea
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -130,5 +133,93 @@ def two_step_run(checkout: Path, request: pytest.FixtureRequest):
                 assert ok(train(checkout, output_dir, config, max_steps=2)), config
                 runs[config] = output_dir
         return runs[config]
+
+    return get
+
+
+COUNTED = "include_num_input_tokens_seen=true"
+
+
+def digest(path: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file()
+    }
+
+
+def relaunch_from(
+    checkpoint: Path, output_dir: Path, config: str, ranks: int, *flags: str, steps: int = 3, **kw
+):
+    """A new output_dir holding only `checkpoint`, relaunched to `steps` on `ranks` ranks."""
+    shutil.copytree(checkpoint, output_dir / checkpoint.name)
+    before = digest(output_dir / checkpoint.name)
+    result = train(
+        output_dir.parents[1], output_dir, config, steps, COUNTED, *flags, NPROC_PER_NODE=str(ranks), **kw
+    )
+    assert ok(result)
+    assert digest(output_dir / checkpoint.name) == before  # the original is never changed
+    assert_converted_weights_are_the_saved_ones(output_dir / f"universal-{checkpoint.name}", checkpoint)
+    return result
+
+
+def assert_converted_weights_are_the_saved_ones(universal: Path, checkpoint: Path) -> None:
+    """Every parameter's fp32 master copy in the universal checkpoint equals the weights the Trainer saved
+    (fp32 on CPU): a conversion that mislabels parameters fails here, whatever the losses say."""
+    import torch
+    from safetensors.torch import load_file
+
+    saved = load_file(checkpoint / "model.safetensors")
+    zero = next(universal.glob("global_step*_universal")) / "zero"
+    compared = 0
+    for name, tensor in saved.items():
+        if (zero / name / "fp32.pt").is_file():
+            value = torch.load(zero / name / "fp32.pt", weights_only=False)
+            value = value["param"] if isinstance(value, dict) else value
+            assert torch.equal(value.reshape(tensor.shape), tensor.float()), name
+            compared += 1
+    assert compared >= len(saved) - 1  # a tied lm_head is saved once
+
+
+# (2-step run's config, the 2-rank leg's): the one-rank leg is ZeRO-2 or 3, the way back adds offload.
+WORLD_PAIRS = [
+    ("ds_z2_config.json", "ds_z2_offload_config.json"),
+    ("ds_z3_config.json", "ds_z3_offload_config.json"),
+]
+
+
+@dataclass(frozen=True)
+class WorldLegs:
+    """A 2-rank run's checkpoint-1 relaunched on 1 rank (`one`: steps 2-3), then `one`'s checkpoint-2 on 2
+    ranks under the offload config (`two`: steps 3-4, so checkpoint-3 and -4 are saved under it)."""
+
+    one: Path
+    one_said: str
+    two: Path
+    two_said: str
+
+
+@pytest.fixture(scope="session")
+def world_legs(two_step_run, checkout: Path):
+    """world_legs(config, then) -> WorldLegs from two_step_run(config), `then` the 2-rank leg's config;
+    trained once per session, read-only (tests/checkpoint/test_resume_world.py checks the legs;
+    tests/checkpoint/test_resume_configs.py resumes a copy of `two` as its offload config's own run)."""
+    from ..conftest import ZERO3
+
+    legs: dict[tuple[str, str], WorldLegs] = {}
+
+    def get(config: str, then: str) -> WorldLegs:
+        if (config, then) not in legs:
+            runs = checkout / "checkpoints"
+            one, two = (
+                runs / f"world-{Path(config).stem}-one-rank",
+                runs / f"world-{Path(config).stem}-two-ranks",
+            )
+            source = two_step_run(config) / "checkpoint-1"
+            said = relaunch_from(source, one, config, 1, preflight=config == ZERO3).stdout
+            legs[config, then] = WorldLegs(
+                one, said, two, relaunch_from(one / "checkpoint-2", two, then, 2, steps=4).stdout
+            )
+        return legs[config, then]
 
     return get

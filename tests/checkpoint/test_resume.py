@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DEMO_STEPS, KILL_BOUND_S, KILLED_AFTER, SAVED, TORN, ResumedRun
+from ..conftest import CUT_SHARD, DEMO_STEPS, KILL_BOUND_S, KILLED_AFTER, SAVED, TORN, ResumedRun
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,13 @@ def test_relaunch_skips_the_incomplete_checkpoint_and_says_so(resumed_run: Resum
     warning = next(line for line in result.stdout.splitlines() if "skipping incomplete checkpoint" in line)
     assert f"{output_dir}/checkpoint-{TORN}: " in warning and "trainer_state.json: missing" in warning
     assert f"global_step{TORN}/zero_pp_rank_1_mp_rank_00_model_states.pt: missing (2 ranks" in warning
+    assert f"global_step{TORN}/{CUT_SHARD}: not a readable PyTorch file (truncated" in warning
     assert not (output_dir / f"checkpoint-{TORN}").exists()
-    assert len(list(output_dir.glob(f"checkpoint-{TORN}.incomplete-*"))) == 1
+    (moved,) = output_dir.glob(f"checkpoint-{TORN}.incomplete-*")  # set aside as it was, not deleted
+    whole = output_dir / f"checkpoint-{SAVED}" / f"global_step{SAVED}" / CUT_SHARD
+    assert (moved / f"global_step{TORN}" / CUT_SHARD).read_bytes() == whole.read_bytes()[
+        : whole.stat().st_size // 2
+    ]
     assert f"resuming from {output_dir}/checkpoint-{SAVED}" in result.stdout
 
 

@@ -1,5 +1,10 @@
 """Every shipped DeepSpeed config, 2 CPU ranks: save, tear the newest checkpoint, relaunch, resume from the other.
 
+ZeRO-0 and ZeRO-2 relaunch their 2-step runs. The offload configs relaunch the 2-rank leg of the
+world-size round trip (tests/checkpoint/test_resume_world.py), which saved two checkpoints under them.
+ZeRO-3, the demo's config, is the kill-and-resume drill (tests/checkpoint/test_resume.py), whose torn
+checkpoint also holds a shard cut in half.
+
 And an output_dir holding a finished run with nothing to resume: the launcher stops before torchrun.
 """
 
@@ -11,48 +16,57 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, ZERO3
-from .conftest import ok, train
+from arpo_train_sft.checkpoint.scan import checkpoint_step, list_checkpoints
+
+from ..conftest import ZERO3
+from .conftest import COUNTED, WORLD_PAIRS, ok, train
 from .test_resume import logged_runs
 
 pytestmark = pytest.mark.integration
 
-CONFIGS = sorted(p.name for p in (REPO / "examples" / "deepspeed").glob("*.json"))
+
+@pytest.mark.parametrize("config", ["ds_z0_config.json", "ds_z2_config.json"])
+def test_relaunch_resumes_from_the_newest_complete_checkpoint(two_step_run, checkout: Path, config: str):
+    output_dir = checkout / "checkpoints" / f"resume-{Path(config).stem}"
+    shutil.copytree(two_step_run(config), output_dir)
+    assert_resumes_past_a_torn_checkpoint(checkout, output_dir, config)
 
 
-@pytest.fixture(scope="module")
-def finished_run(two_step_run, checkout: Path):
-    """finished_run(config) -> a copy of the session's 2-step run under `config`, this module's to tear."""
-    runs: dict[str, Path] = {}
-
-    def get(config: str) -> Path:
-        if config not in runs:
-            runs[config] = checkout / "checkpoints" / f"resume-{Path(config).stem}"
-            shutil.copytree(two_step_run(config), runs[config])
-        return runs[config]
-
-    return get
+@pytest.mark.parametrize(("config", "then"), WORLD_PAIRS, ids=lambda name: Path(name).stem)
+def test_an_offload_relaunch_resumes_from_the_newest_complete_checkpoint(
+    world_legs, checkout: Path, config: str, then: str
+):
+    output_dir = checkout / "checkpoints" / f"resume-{Path(then).stem}"
+    shutil.copytree(world_legs(config, then).two, output_dir)  # checkpoint-3 and -4 saved under `then`
+    assert_resumes_past_a_torn_checkpoint(checkout, output_dir, then, COUNTED)
 
 
-@pytest.mark.parametrize("config", CONFIGS)
-def test_relaunch_resumes_from_the_newest_complete_checkpoint(finished_run, checkout: Path, config: str):
-    output_dir = finished_run(config)
-    torn = output_dir / "checkpoint-2"
+def assert_resumes_past_a_torn_checkpoint(checkout: Path, output_dir: Path, config: str, *flags: str) -> None:
+    """Cut the newest checkpoint's last DeepSpeed shard in half, relaunch one step further under `config`:
+    the torn one is set aside and named, the one before it resumed, and the next steps trained."""
+    newest = checkpoint_step(list_checkpoints(output_dir)[-1])
+    torn = output_dir / f"checkpoint-{newest}"
     # a crash while writing the last file of the newest checkpoint's DeepSpeed shards
-    shard = sorted((torn / "global_step2").iterdir())[-1]
+    shard = sorted((torn / f"global_step{newest}").iterdir())[-1]
     torn_bytes = shard.read_bytes()[: shard.stat().st_size // 2]
     shard.write_bytes(torn_bytes)
 
-    result = train(checkout, output_dir, config, max_steps=3)
+    result = train(checkout, output_dir, config, newest + 1, *flags)
     assert ok(result)
     (warning,) = [line for line in result.stdout.splitlines() if "skipping incomplete checkpoint" in line]
-    assert f"incomplete checkpoint {torn}: global_step2/{shard.name}: not a readable PyTorch file" in warning
-    assert f"resuming from {output_dir}/checkpoint-1\n" in result.stdout
-    first, second = logged_runs(output_dir)
-    assert [e["current_steps"] for e in first] == [1, 2] and [e["current_steps"] for e in second] == [2, 3]
-    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 3
-    (moved,) = output_dir.glob("checkpoint-2.incomplete-*")  # set aside, not deleted
-    assert (moved / "global_step2" / shard.name).read_bytes() == torn_bytes
+    assert (
+        f"incomplete checkpoint {torn}: global_step{newest}/{shard.name}: not a readable PyTorch file"
+        in warning
+    )
+    assert f"resuming from {output_dir}/checkpoint-{newest - 1}\n" in result.stdout
+    *_, before, after = logged_runs(output_dir)
+    assert before[-1]["current_steps"] == newest and [e["current_steps"] for e in after] == [
+        newest,
+        newest + 1,
+    ]
+    assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == newest + 1
+    (moved,) = output_dir.glob(f"checkpoint-{newest}.incomplete-*")  # set aside, not deleted
+    assert (moved / f"global_step{newest}" / shard.name).read_bytes() == torn_bytes
 
 
 def test_a_finished_run_without_checkpoints_stops_before_torchrun(two_step_run, checkout: Path):

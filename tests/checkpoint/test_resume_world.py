@@ -1,7 +1,8 @@
 """Resume on another world size and ZeRO layout, through the real stack on CPU ranks (gloo).
 
 2 ranks -> 1 under ZeRO-2 and ZeRO-3 (from the session's 2-step runs), then 1 -> 2 with offload switched
-on (the change an out-of-memory error calls for); and ZeRO-2 <-> 3 on the same world size, where even
+on (the change an out-of-memory error calls for; the session's `world_legs`, whose last leg
+tests/checkpoint/test_resume_configs.py also resumes); and ZeRO-2 <-> 3 on the same world size, where even
 the losses must equal the source run's. Every resumed step must train the same rows
 as the run it continues: the tokens each step trained (metrics.jsonl, all ranks, padding excluded) and
 num_input_tokens_seen are compared, and the learning rate shows the scheduler's place.
@@ -9,7 +10,6 @@ num_input_tokens_seen are compared, and the learning rate shows the scheduler's 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ZERO3
-from .conftest import ok, train
+from .conftest import WORLD_PAIRS, digest, relaunch_from, train
 
 pytestmark = pytest.mark.integration
-
-COUNTED = "include_num_input_tokens_seen=true"
 
 
 def tokens_per_step(output_dir: Path) -> dict[int, int]:
@@ -38,63 +36,18 @@ def tokens_seen(output_dir: Path) -> int:
     return json.loads((output_dir / "trainer_state.json").read_text())["num_input_tokens_seen"]
 
 
-def digest(path: Path) -> dict[str, str]:
-    return {
-        str(f.relative_to(path)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(path.rglob("*"))
-        if f.is_file()
-    }
-
-
 def losses(output_dir: Path) -> dict[int, float]:
     lines = (output_dir / "trainer_log.jsonl").read_text().splitlines()
     return {e["current_steps"]: e["loss"] for e in map(json.loads, lines) if "loss" in e}
 
 
-def relaunch_from(
-    checkpoint: Path, output_dir: Path, config: str, ranks: int, *flags: str, steps: int = 3, **kw
-):
-    """A new output_dir holding only `checkpoint`, relaunched to `steps` on `ranks` ranks."""
-    shutil.copytree(checkpoint, output_dir / checkpoint.name)
-    before = digest(output_dir / checkpoint.name)
-    result = train(
-        output_dir.parents[1], output_dir, config, steps, COUNTED, *flags, NPROC_PER_NODE=str(ranks), **kw
-    )
-    assert ok(result)
-    assert digest(output_dir / checkpoint.name) == before  # the original is never changed
-    assert_converted_weights_are_the_saved_ones(output_dir / f"universal-{checkpoint.name}", checkpoint)
-    return result
-
-
-def assert_converted_weights_are_the_saved_ones(universal: Path, checkpoint: Path) -> None:
-    """Every parameter's fp32 master copy in the universal checkpoint equals the weights the Trainer saved
-    (fp32 on CPU): a conversion that mislabels parameters fails here, whatever the losses say."""
-    import torch
-    from safetensors.torch import load_file
-
-    saved = load_file(checkpoint / "model.safetensors")
-    zero = next(universal.glob("global_step*_universal")) / "zero"
-    compared = 0
-    for name, tensor in saved.items():
-        if (zero / name / "fp32.pt").is_file():
-            value = torch.load(zero / name / "fp32.pt", weights_only=False)
-            value = value["param"] if isinstance(value, dict) else value
-            assert torch.equal(value.reshape(tensor.shape), tensor.float()), name
-            compared += 1
-    assert compared >= len(saved) - 1  # a tied lm_head is saved once
-
-
-@pytest.mark.parametrize(
-    ("config", "then"),
-    [("ds_z2_config.json", "ds_z2_offload_config.json"), (ZERO3, "ds_z3_offload_config.json")],
-)
+@pytest.mark.parametrize(("config", "then"), WORLD_PAIRS)
 def test_two_ranks_to_one_and_back_train_the_same_rows_at_every_step(
-    two_step_run, checkout: Path, config: str, then: str
+    two_step_run, world_legs, config: str, then: str
 ):
     source = two_step_run(config)  # 2 ranks, 2 x 1 per rank, checkpoint-1 and -2
-    one = checkout / "checkpoints" / f"world-{Path(config).stem}-one-rank"
-    result = relaunch_from(source / "checkpoint-1", one, config, 1, preflight=config == ZERO3)
-    said = result.stdout
+    legs = world_legs(config, then)
+    one, two, said = legs.one, legs.two, legs.one_said
     assert (
         "global batch kept at 4: gradient_accumulation_steps 1 -> 2 (2 -> 1 ranks, 2 per micro-batch)" in said
     )
@@ -107,15 +60,13 @@ def test_two_ranks_to_one_and_back_train_the_same_rows_at_every_step(
     assert tokens_per_step(one)[2] == tokens_per_step(source)[2]
     assert learning_rates(one)[2] == learning_rates(source)[2]
 
-    two = checkout / "checkpoints" / f"world-{Path(config).stem}-two-ranks"
-    result = relaunch_from(one / "checkpoint-2", two, then, 2)
-    assert "gradient_accumulation_steps 2 -> 1 (1 -> 2 ranks, 2 per micro-batch)" in result.stdout
+    assert "gradient_accumulation_steps 2 -> 1 (1 -> 2 ranks, 2 per micro-batch)" in legs.two_said
     assert (two / "universal-checkpoint-2" / "global_step2_universal").is_dir()
-    assert tokens_per_step(two) == {3: tokens_per_step(one)[3]}
+    assert sorted(tokens_per_step(two)) == [3, 4] and tokens_per_step(two)[3] == tokens_per_step(one)[3]
     assert learning_rates(two)[3] == learning_rates(one)[3]
     # `one` counted steps 2 and 3 (the source run did not count); `two` resumed its count after step 2.
-    assert tokens_seen(two) == tokens_seen(one) > 0
-    assert json.loads((two / "trainer_state.json").read_text())["global_step"] == 3
+    assert tokens_seen(two / "checkpoint-3") == tokens_seen(one) > 0
+    assert json.loads((two / "trainer_state.json").read_text())["global_step"] == 4
 
 
 def test_a_checkpoint_deepspeed_cannot_convert_is_named_and_left_as_it_was(two_step_run, checkout: Path):
