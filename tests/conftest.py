@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "dataset_info" / "demo" / "arpo_sft_demo.jsonl"
 # What a user's checkout needs at run time; the package itself is installed.
 CHECKOUT_PARTS = ("sft_train.sh", "yaml", "dataset_info", "examples")
-DEMO_STEPS = 16
+DEMO_STEPS = 8
 DEMO_SAVE_STEPS = DEMO_STEPS // 2
 RUN_NAME = "cpu demo with spaces"
 # The demo as the tests run it: shorter, and at cutoff 256 (every demo row is longer, so every row is cut;

@@ -43,8 +43,9 @@ def test_demo_loss_falls_and_outputs_are_written(demo_run):
     _, output_dir = demo_run
     log = read_log(output_dir)
     assert [entry["current_steps"] for entry in log] == list(range(1, DEMO_STEPS + 1))
-    first, last = log[0]["loss"], sum(entry["loss"] for entry in log[-5:]) / 5
-    assert last < first - 0.5, f"loss did not fall: {first} -> {last}"  # noise is ~0.05 step to step
+    # Measured at DEMO_STEPS 8: 11.92 at step 1, 11.29 over the last 3 (noise is ~0.05 step to step).
+    first, last = log[0]["loss"], sum(entry["loss"] for entry in log[-3:]) / 3
+    assert last < first - 0.5, f"loss did not fall: {first} -> {last}"
     for name in ("training_loss.png", "trainer_state.json", "model.safetensors", "config.json"):
         assert (output_dir / name).is_file(), name
     assert (output_dir / f"checkpoint-{DEMO_SAVE_STEPS}" / "trainer_state.json").is_file()
