@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,8 +49,12 @@ def test_the_two_formulas_weight_long_rows_differently(loss_check):
     [(1, []), (2, ["deepspeed=examples/deepspeed/ds_z2_config.json"])],
     ids=["one-row-a-rank-zero3-offload", "accumulation-2-zero2"],
 )
-def test_the_reference_preset_logs_arpos_loss(loss_check, tmp_path: Path, accumulation: int, overrides: list):
+def test_the_reference_preset_logs_arpos_loss(
+    loss_check, tiny_model: Path, tmp_path: Path, accumulation: int, overrides: list
+):
     """Rows of 40 and 780 label tokens, one a micro-batch: ARPO's formula and the global mean differ by ~0.01."""
+    # The session's demo model, which loss_check would build the same way (build_tiny_model, seed 0).
+    shutil.copytree(tiny_model, tmp_path / "work" / "model")
     out = tmp_path / "report.json"
     argv = ["--accumulation", str(accumulation), "--workdir", str(tmp_path / "work"), "--json", str(out)]
     assert loss_check.main(argv + overrides) == 0, out.read_text() if out.exists() else "no report"
