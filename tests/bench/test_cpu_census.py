@@ -25,8 +25,9 @@ def test_idle():
 def test_each_test_gets_a_line_with_its_childrens_cpu_and_the_summary_adds_them(tmp_path: Path):
     (tmp_path / "test_burn.py").write_text(TESTS)
     out = tmp_path / "census.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(BENCH), "CPU_CENSUS_OUT": str(out)}
-    env.pop("PYTEST_ADDOPTS", None)
+    # Nothing from this pytest (PYTEST_ADDOPTS, an xdist worker's PYTEST_XDIST_WORKER) reaches the inner one.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_")}
+    env.update(PYTHONPATH=str(BENCH), CPU_CENSUS_OUT=str(out))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "cpu_census", "-p", "no:cacheprovider", "test_burn.py"],
         cwd=tmp_path,
