@@ -250,8 +250,7 @@ def resumed_run(checkout: Path, demo_run) -> ResumedRun:
     (torn / f"global_step{SAVED}").rename(torn / f"global_step{TORN}")
     for shard in (torn / f"global_step{TORN}").glob("zero_pp_rank_1_*"):
         shard.unlink()
-    cut = torn / f"global_step{TORN}" / CUT_SHARD
-    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    cut_in_half(torn / f"global_step{TORN}" / CUT_SHARD)
 
     relaunch = subprocess.run(
         command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900
@@ -284,6 +283,13 @@ def zero3_reference(checkout: Path) -> Path:
     result = subprocess.run(command, cwd=checkout, env=run_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return output_dir
+
+
+def cut_in_half(file: Path) -> bytes:
+    """A write cut off halfway: keep the first half of `file`'s bytes and return them."""
+    kept = file.read_bytes()[: file.stat().st_size // 2]
+    file.write_bytes(kept)
+    return kept
 
 
 def descendants(pid: int) -> list[int]:

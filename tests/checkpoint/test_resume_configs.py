@@ -18,7 +18,7 @@ import pytest
 
 from arpo_train_sft.checkpoint.scan import checkpoint_step, list_checkpoints
 
-from ..conftest import ZERO3
+from ..conftest import ZERO3, cut_in_half
 from .conftest import COUNTED, WORLD_PAIRS, ok, train
 from .test_resume import logged_runs
 
@@ -48,8 +48,7 @@ def assert_resumes_past_a_torn_checkpoint(checkout: Path, output_dir: Path, conf
     torn = output_dir / f"checkpoint-{newest}"
     # a crash while writing the last file of the newest checkpoint's DeepSpeed shards
     shard = sorted((torn / f"global_step{newest}").iterdir())[-1]
-    torn_bytes = shard.read_bytes()[: shard.stat().st_size // 2]
-    shard.write_bytes(torn_bytes)
+    torn_bytes = cut_in_half(shard)
 
     result = train(checkout, output_dir, config, newest + 1, *flags)
     assert ok(result)
