@@ -112,6 +112,17 @@ def finish(procs: list[subprocess.Popen], limit: float = 900) -> list[int]:
     return [p.wait(timeout=limit) for p in procs]
 
 
+def assert_same_weights(ours: Path, reference: Path) -> None:
+    """model.safetensors in both directories: the same tensors, within fp32 reduction-order noise."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights, expected = load_file(ours / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name, tensor in weights.items():
+        assert torch.allclose(tensor, expected[name], rtol=1e-5, atol=1e-6), name
+
+
 @pytest.fixture(scope="module")
 def job(checkout: Path, zero3_reference: Path) -> dict:
     output_dir = checkout / "checkpoints" / "two-nodes"
@@ -152,15 +163,9 @@ def job(checkout: Path, zero3_reference: Path) -> dict:
 
 @pytest.mark.integration
 def test_two_nodes_train_to_the_end_and_match_one_node_with_two_ranks(job):
-    import torch
-    from safetensors.torch import load_file
-
     (codes, node1_out), output_dir = job["first"], job["output_dir"]
     assert codes == [0, 0], node1_out[-3000:]
-    ours, reference = (load_file(d / "model.safetensors") for d in (output_dir, job["reference"]))
-    assert ours.keys() == reference.keys()
-    for name, tensor in ours.items():
-        assert torch.allclose(tensor, reference[name], rtol=1e-5, atol=1e-6), name
+    assert_same_weights(output_dir, job["reference"])
     assert "[arpo-sft] node 0 decided the resume for the job: none, start at step 0" in node1_out
     # one log per node, each headed by its own torchrun command; shared outputs written once
     node0_log, node1_log = ((output_dir / n).read_text() for n in ("training.log", "training.node1.log"))
@@ -274,14 +279,8 @@ def test_a_two_node_checkpoint_is_what_one_node_with_two_ranks_saves(job):
     """So it resumes on one node with one rank as tests/checkpoint/test_resume_world.py resumes the one-node
     run's checkpoint-1 (universal conversion, the same rows): the same files, ZeRO stage and world size,
     and the same weights."""
-    import torch
-    from safetensors.torch import load_file
-
     ours, reference = job["output_dir"] / "checkpoint-1", job["reference"] / "checkpoint-1"
     found, expected = scan(ours), scan(reference)
     assert not found.problems and (found.stage, found.world) == (expected.stage, expected.world) == (3, 2)
     assert [f.relative_to(ours) for f in found.files] == [f.relative_to(reference) for f in expected.files]
-    weights, saved = load_file(ours / "model.safetensors"), load_file(reference / "model.safetensors")
-    assert weights.keys() == saved.keys()
-    for name, tensor in weights.items():
-        assert torch.allclose(tensor, saved[name], rtol=1e-5, atol=1e-6), name
+    assert_same_weights(ours, reference)
