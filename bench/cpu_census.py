@@ -84,8 +84,28 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python bench/cpu_census.py CENSUS.jsonl", file=sys.stderr)
         return 2
-    text = Path(argv[0]).read_text(encoding="utf-8")
-    print("\n".join(summary([json.loads(line) for line in text.splitlines() if line.strip()])))
+    path = Path(argv[0])
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        print(
+            f"cpu_census: {path}: cannot read it ({err.strerror}); pass the file CPU_CENSUS_OUT named",
+            file=sys.stderr,
+        )
+        return 2
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            print(
+                f"cpu_census: {path}: line {number} is not JSON; pass a file the plugin wrote",
+                file=sys.stderr,
+            )
+            return 2
+    print("\n".join(summary(records)))
     return 0
 
 

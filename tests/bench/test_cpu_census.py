@@ -45,3 +45,19 @@ def test_each_test_gets_a_line_with_its_childrens_cpu_and_the_summary_adds_them(
     lines = load("cpu_census").summary([child, idle])
     assert lines[0] == f"2 tests, {(child['self'] + child['children'] + idle['self']) / 60:.1f} CPU-minutes"
     assert lines[1] == "by file:" and lines[2].endswith("  test_burn.py") and lines[3] == "by group:"
+
+
+def test_a_missing_or_foreign_file_is_one_line_and_exit_2(tmp_path: Path, capsys):
+    census = load("cpu_census")
+    missing = tmp_path / "none.jsonl"
+    assert census.main([str(missing)]) == 2
+    assert capsys.readouterr().err == (
+        f"cpu_census: {missing}: cannot read it (No such file or directory); pass the file CPU_CENSUS_OUT named\n"
+    )
+    foreign = tmp_path / "log.txt"
+    foreign.write_text('{"id": "a", "self": 1, "children": 0, "wall": 1}\nstep 1 done\n')
+    assert census.main([str(foreign)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"cpu_census: {foreign}: line 2 is not JSON; pass a file the plugin wrote\n"
+    )
