@@ -32,17 +32,20 @@ POLL_S = 0.25
 LINGER_S = 60  # after the command ends, how long the processes it left behind are still followed
 PR_SET_CHILD_SUBREAPER = 36
 TICKS = os.sysconf("SC_CLK_TCK")
+RANK = "rank (and what it forks)"
 # First match wins, on every command line the process ran. The launcher comes before the rank because
 # torchrun's own command line names the rank's module.
 KINDS = (
     ("launcher (arpo-sft train, then torchrun's agent)", ("torch.distributed.run", "bin/torchrun")),
-    ("rank", ("arpo_train_sft.entry",)),
+    (RANK, ("arpo_train_sft.entry",)),
     ("tokenizing child", ("arpo_train_sft.lf.tokenize",)),
     ("preflight child", ("arpo_train_sft.train.preflight.child",)),
     ("node watcher", ("arpo_train_sft.train.watch",)),
     ("pytest-xdist worker (the tests that run in-process)", ("exec(eval(sys.stdin.readline()))",)),
     ("arpo-sft, other commands", ("arpo_train_sft.cli", "bin/arpo-sft")),
     ("multiprocessing worker", ("multiprocess",)),
+    # Before "other Python": a compiler's command line names the venv's python3.11 include directory.
+    ("C++ compiler (DeepSpeed's JIT op builds)", ("cc1plus", "g++", "c++", "ninja")),
     ("other Python", ("python",)),
 )
 
@@ -128,10 +131,11 @@ def summary(entries: list[dict]) -> list[str]:
         f"{cpu:8.1f} CPU s {count[k]:5d} processes {cpu / count[k]:6.1f} each  {k}"
         for k, cpu in spent.most_common()
     ]
-    ranks = sorted(entry["cpu"] for entry in entries if kind(entry) == "rank")
+    ranks = sorted(entry["cpu"] for entry in entries if kind(entry) == RANK)
     if ranks:
+        median = statistics.median(ranks)
         lines.append(
-            f"ranks: {len(ranks)}, CPU s each: least {ranks[0]:.1f}, median {statistics.median(ranks):.1f}, "
+            f"ranks and their forks: {len(ranks)}, CPU s each: least {ranks[0]:.1f}, median {median:.1f}, "
             f"most {ranks[-1]:.1f}"
         )
     return lines

@@ -50,11 +50,13 @@ def test_torchruns_command_line_is_a_launcher_and_the_ranks_are_summed():
         {"cpu": cpu, "commands": ["python -u -m arpo_train_sft.entry x.yaml"]} for cpu in (18.0, 20.0, 30.0)
     ]
     assert census.kind(agent) == "launcher (arpo-sft train, then torchrun's agent)"
+    compiler = {"cpu": 40.0, "commands": ["cc1plus -I /venv/include/python3.11 cpu_adam.cpp"]}
+    assert census.kind(compiler) == "C++ compiler (DeepSpeed's JIT op builds)"
     assert census.summary([agent, *ranks]) == [
         "4 processes, 1.2 CPU-minutes",
-        "    68.0 CPU s     3 processes   22.7 each  rank",
+        "    68.0 CPU s     3 processes   22.7 each  rank (and what it forks)",
         "     2.0 CPU s     1 processes    2.0 each  launcher (arpo-sft train, then torchrun's agent)",
-        "ranks: 3, CPU s each: least 18.0, median 20.0, most 30.0",
+        "ranks and their forks: 3, CPU s each: least 18.0, median 20.0, most 30.0",
     ]
 
 
