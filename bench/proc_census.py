@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,14 @@ def command_line(pid: int) -> str:
 
 def record(argv: list[str], out: Path) -> int:
     """Run argv, write one JSON line per process under it to out, and return argv's exit status."""
+    if shutil.which(argv[0]) is None:
+        print(f"proc_census: {argv[0]}: command not found; give the command after --", file=sys.stderr)
+        return 127
+    try:  # opened first: a record that cannot be written is said before the command runs, not after
+        file = out.open("w", encoding="utf-8")
+    except OSError as err:
+        print(f"proc_census: {out}: cannot write it ({err.strerror}); pass a writable path", file=sys.stderr)
+        return 2
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     me = os.getpid()
     proc = subprocess.Popen(argv)
@@ -98,7 +107,7 @@ def record(argv: list[str], out: Path) -> int:
             f"proc_census: {pid} still running {LINGER_S} s after the command ended: {command_line(pid)}",
             file=sys.stderr,
         )
-    with out.open("w", encoding="utf-8") as file:
+    with file:
         file.writelines(json.dumps(entry) + "\n" for entry in seen.values())
     return proc.returncode
 

@@ -79,3 +79,19 @@ def test_a_missing_or_foreign_file_is_one_line_and_exit_2(
         path.write_text(text)
     assert load("proc_census").main([str(path)]) == 2
     assert capsys.readouterr().err == f"proc_census: {path}: {said}\n"
+
+
+def test_a_command_not_found_or_an_unwritable_record_is_one_line_before_anything_runs(tmp_path: Path, capsys):
+    census = load("proc_census")
+    out = tmp_path / "procs.jsonl"
+    assert census.main([str(out), "--", "no-such-command-here", "x"]) == 127
+    assert (
+        capsys.readouterr().err
+        == "proc_census: no-such-command-here: command not found; give the command after --\n"
+    )
+    assert not out.exists()
+    unwritable = tmp_path / "missing" / "procs.jsonl"
+    assert census.main([str(unwritable), "--", sys.executable, "-c", "raise SystemExit('ran')"]) == 2
+    assert capsys.readouterr().err == (
+        f"proc_census: {unwritable}: cannot write it (No such file or directory); pass a writable path\n"
+    )
