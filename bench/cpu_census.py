@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jsonl_file import BadRecord, read_jsonl  # noqa: E402
+
 OUT_ENV = "CPU_CENSUS_OUT"
 DEFAULT_OUT = "cpu_census.jsonl"
 
@@ -84,27 +87,15 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python bench/cpu_census.py CENSUS.jsonl", file=sys.stderr)
         return 2
-    path = Path(argv[0])
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        print(
-            f"cpu_census: {path}: cannot read it ({err.strerror}); pass the file CPU_CENSUS_OUT named",
-            file=sys.stderr,
+        records = read_jsonl(
+            Path(argv[0]),
+            unreadable="pass the file CPU_CENSUS_OUT named",
+            bad_line="is not JSON; pass a file the plugin wrote",
         )
+    except BadRecord as err:
+        print(f"cpu_census: {err}", file=sys.stderr)
         return 2
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            print(
-                f"cpu_census: {path}: line {number} is not JSON; pass a file the plugin wrote",
-                file=sys.stderr,
-            )
-            return 2
     print("\n".join(summary(records)))
     return 0
 

@@ -29,6 +29,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jsonl_file import BadRecord, read_jsonl  # noqa: E402
+
 POLL_S = 0.25
 LINGER_S = 60  # after the command ends, how long the processes it left behind are still followed
 PR_SET_CHILD_SUBREAPER = 36
@@ -159,28 +162,16 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    path = Path(argv[0])
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        print(
-            f"proc_census: {path}: cannot read it ({err.strerror}); pass the file a recording wrote",
-            file=sys.stderr,
+        entries = read_jsonl(
+            Path(argv[0]),
+            unreadable="pass the file a recording wrote",
+            bad_line="is not a process record; pass the file a recording wrote",
+            is_record=lambda entry: isinstance(entry, dict) and {"cpu", "commands"} <= entry.keys(),
         )
+    except BadRecord as err:
+        print(f"proc_census: {err}", file=sys.stderr)
         return 2
-    entries = []
-    for number, line in enumerate(lines, 1):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            entry = None
-        if not (isinstance(entry, dict) and {"cpu", "commands"} <= entry.keys()):
-            print(
-                f"proc_census: {path}: line {number} is not a process record; pass the file a recording wrote",
-                file=sys.stderr,
-            )
-            return 2
-        entries.append(entry)
     print("\n".join(summary(entries)))
     return 0
 
